@@ -1,0 +1,17 @@
+"""CUD loss functions: pure JAX, per-example outputs, class axis last.
+
+Teacher objectives, target corrections and student objectives of PAPER.md. Every function
+accepts any leading batch shape, works under `jax.jit` and `jax.vmap`, computes in float32 or
+wider, and returns one value (or one distribution) per example: the caller reduces.
+"""
+
+from cud_jax.losses.classification import (
+    cross_entropy,
+    entropy,
+    focal_loss,
+    label_smoothing_ce,
+    probs_entropy,
+)
+from cud_jax.losses.distillation import cud_student_loss, dkd_loss, kd_loss, temper_probs
+from cud_jax.losses.dus import dus_gate, dus_teacher_loss
+from cud_jax.losses.wclip import WClipStats, wclip, wclip_delta, wclip_stats

@@ -1,0 +1,92 @@
+"""W-Clip: Wrong-mass Clipping of a frozen teacher's probabilities (PAPER.md section 2).
+
+Only where the teacher's top class k* is wrong:
+
+    delta = min(eta * p_k*, m * (p_k* - p_y));  q_y = p_y + delta;  q_k* = p_k* - delta
+
+and every other class keeps its probability. Total mass and non-negativity are preserved,
+and rows whose top class is the label (or that have no label) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from cud_jax.losses import _validate
+
+
+class WClipStats(NamedTuple):
+    """Per-batch W-Clip diagnostics.
+
+    Attributes:
+      fire_rate: fraction of labeled examples whose teacher top class is wrong (W-Clip acts).
+      moved_mass: mean of delta over labeled examples (0 where W-Clip does not fire).
+      moved_mass_when_fired: mean of delta over the examples where it fires (0 if none).
+    """
+
+    fire_rate: jax.Array
+    moved_mass: jax.Array
+    moved_mass_when_fired: jax.Array
+
+
+def wclip_delta(probs, labels, *, eta: float = 0.5, margin: float = 0.7) -> jax.Array:
+    """The mass W-Clip moves from the wrong top class to the label, per example.
+
+    Args:
+      probs: `[..., K]` teacher probabilities at temperature 1.
+      labels: `[...]` integer labels; a negative label means unlabeled (delta = 0).
+      eta: at most this fraction of p_k* is moved (paper: 0.5).
+      margin: at most this fraction of the gap p_k* - p_y is moved (paper: 0.7).
+    """
+    probs = _validate.class_array(probs, "probs")
+    labels = _validate.label_array(labels, probs, allow_unlabeled=True)
+    p_top = jnp.max(probs, axis=-1)
+    top = jnp.argmax(probs, axis=-1)
+    p_y = _validate.take_label(probs, labels)
+    fires = (labels >= 0) & (top != labels)
+    delta = jnp.minimum(eta * p_top, margin * (p_top - p_y))
+    return jnp.where(fires, delta, 0.0)
+
+
+def wclip(probs, labels, *, eta: float = 0.5, margin: float = 0.7) -> jax.Array:
+    """Corrected targets q: mass moved off a wrong top class onto the true class.
+
+    Args:
+      probs: `[..., K]` teacher probabilities at temperature 1 (rows sum to 1).
+      labels: `[...]` integer labels; a negative label marks an unlabeled example, which is
+        returned unchanged.
+      eta, margin: see `wclip_delta`.
+
+    Returns:
+      `[..., K]` probabilities q with the same row sums as `probs`. The ratios among all
+      classes other than k* and y are unchanged.
+    """
+    probs = _validate.class_array(probs, "probs")
+    labels = _validate.label_array(labels, probs, allow_unlabeled=True)
+    delta = wclip_delta(probs, labels, eta=eta, margin=margin)
+    num_classes = probs.shape[-1]
+    to_label = jax.nn.one_hot(jnp.maximum(labels, 0), num_classes, dtype=probs.dtype)
+    from_top = jax.nn.one_hot(jnp.argmax(probs, axis=-1), num_classes, dtype=probs.dtype)
+    return probs + delta[..., None] * (to_label - from_top)
+
+
+def wclip_stats(probs, labels, *, eta: float = 0.5, margin: float = 0.7) -> WClipStats:
+    """Firing rate and moved mass of W-Clip over a batch (all leading axes pooled).
+
+    Unlabeled examples (negative labels) are left out of every average.
+    """
+    probs = _validate.class_array(probs, "probs")
+    labels = _validate.label_array(labels, probs, allow_unlabeled=True)
+    delta = wclip_delta(probs, labels, eta=eta, margin=margin)
+    labeled = labels >= 0
+    fires = labeled & (jnp.argmax(probs, axis=-1) != labels)
+    n_labeled = jnp.maximum(jnp.sum(labeled), 1)
+    n_fired = jnp.sum(fires)
+    return WClipStats(
+        fire_rate=jnp.sum(fires) / n_labeled,
+        moved_mass=jnp.sum(delta) / n_labeled,
+        moved_mass_when_fired=jnp.sum(delta) / jnp.maximum(n_fired, 1),
+    )
