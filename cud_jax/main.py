@@ -1,0 +1,35 @@
+"""Command-line entry point.
+
+    python -m cud_jax.main --config=configs/quickstart.py --workdir=runs/quick
+    python -m cud_jax.main --config=configs/cifar100.py:pair=wrn_40_2-wrn_16_2,method=kd \
+        --workdir=runs/c100 --config.data.data_dir=~/data
+
+`--config.x=y` overrides any config field; `--config.stage` picks teacher|student|eval|all.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from cud_jax.train import pipeline  # after flag parsing: keeps --help fast
+
+    logging.set_verbosity(logging.INFO)
+    report = pipeline.run(_CONFIG.value, os.path.expanduser(_WORKDIR.value))
+    if report:
+        print(f"Report written to {os.path.join(_WORKDIR.value, 'report.md')}")
+
+
+if __name__ == "__main__":
+    app.run(main)

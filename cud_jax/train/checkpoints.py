@@ -1,0 +1,91 @@
+"""Orbax checkpoints for one training stage, and the guard against mixing configs.
+
+Each stage (teacher, student) has its own checkpoint directory; the frozen teacher is never
+re-saved inside the student's checkpoints. A run restarted with the same command resumes
+from the newest checkpoint of each stage. Orbax writes cooperatively from every process on
+multi-host runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class ConfigMismatchError(ValueError):
+    """A workdir holds a run whose config differs from the one given now."""
+
+
+def open_manager(directory: str, *, keep: int = 2, every_steps: int = 0
+                 ) -> ocp.CheckpointManager:
+    """A CheckpointManager keeping the newest `keep` checkpoints.
+
+    `every_steps` is enforced by the training loop (which also saves at the end), not by
+    Orbax, so that the final step is always written.
+    """
+    del every_steps
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+    """Saves `state` at `step` (asynchronously; `manager.wait_until_finished()` to block)."""
+    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[Any]:
+    """Restores the newest checkpoint into the structure, shapes and shardings of `template`.
+
+    Returns None when the directory holds no checkpoint.
+    """
+    step = manager.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def check_or_write_config(path: str, config_dict: dict, *, ignore=("stage",)) -> None:
+    """Writes the resolved config to `path`, or checks it against the one already there.
+
+    Args:
+      path: JSON file in the workdir.
+      config_dict: the config as plain nested dicts.
+      ignore: top-level fields allowed to differ between invocations (e.g. which stage to
+        run now).
+
+    Raises:
+      ConfigMismatchError: naming each field whose value differs.
+    """
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = _flatten(json.load(f))
+        new = _flatten(json.loads(json.dumps(config_dict)))
+        skip = lambda k: k.split(".")[0] in ignore  # noqa: E731
+        diffs = sorted(k for k in set(old) | set(new)
+                       if not skip(k) and old.get(k, "<absent>") != new.get(k, "<absent>"))
+        if diffs:
+            lines = [f"  {k}: workdir has {old.get(k, '<absent>')!r}, now "
+                     f"{new.get(k, '<absent>')!r}" for k in diffs]
+            raise ConfigMismatchError(
+                f"The workdir already holds a run with a different config ({path}); refusing "
+                "to mix them. Differences:\n" + "\n".join(lines)
+                + "\nUse a new --workdir, or rerun with the original config.")
+        return
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config_dict, f, indent=2, sort_keys=True)

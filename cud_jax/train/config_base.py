@@ -1,0 +1,92 @@
+"""The default config tree every recipe in `configs/` starts from.
+
+A recipe overrides fields; `python -m cud_jax.main --config=configs/X.py --config.a.b=v`
+overrides any of them from the command line. Fields are documented where they are defined.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+#: DUS defaults of PAPER.md section 1.
+DUS_DEFAULTS = dict(lam_ce=1.0, lam_focal=1.0, gamma=10.0, alpha=1.0, lam_h=0.1, tau_gate=0.5,
+                    rho=1.0, beta=1.0)
+
+
+def optimizer_config(*, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+                     lr_milestones=(150, 180, 210), lr_decay=0.1, warmup_fraction=0.1,
+                     grad_clip=0.0) -> dict:
+    """Optimiser fields shared by both stages (see `cud_jax.train.optim`)."""
+    return dict(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                lr_milestones=tuple(lr_milestones), lr_decay=lr_decay,
+                warmup_fraction=warmup_fraction, grad_clip=grad_clip)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The CIFAR-100 recipe of every published CIFAR KD table, CUD defaults of PAPER.md."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.stage = "all"  # teacher | student | eval | all
+    c.log_every = 50  # steps between metric read-backs (and NaN checks)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.kind = "vision"
+    c.data.name = "cifar100"  # see cud_jax.data.vision_sources()
+    c.data.data_dir = config_dict.placeholder(str)  # folder with the archive / TFDS data
+    c.data.val_size = 5000  # carved from train with split_seed; never the test set
+    c.data.split_seed = 0
+    c.data.train_subset = config_dict.placeholder(int)
+    c.data.test_subset = config_dict.placeholder(int)
+    c.data.augment = True  # random crop (padding crop_padding) + horizontal flip, on device
+    c.data.crop_padding = 4
+    c.data.source_kwargs = ml_collections.ConfigDict()
+
+    c.teacher = ml_collections.ConfigDict(optimizer_config())
+    c.teacher.model = "resnet32x4"
+    c.teacher.loss = "dus"  # ce | label_smoothing | focal | dus
+    c.teacher.label_smoothing = 0.1
+    c.teacher.focal_gamma = 2.0
+    c.teacher.dus = ml_collections.ConfigDict(dict(DUS_DEFAULTS))
+    c.teacher.dus.w_max = config_dict.placeholder(float)
+    c.teacher.epochs = 240
+    c.teacher.batch_size = 64
+    c.teacher.dtype = "float32"  # or bfloat16 (parameters and losses stay float32)
+    c.teacher.checkpoint = config_dict.placeholder(str)  # use a teacher trained elsewhere
+
+    c.student = ml_collections.ConfigDict(optimizer_config())
+    c.student.model = "resnet8x4"
+    c.student.method = "cud"  # ce | kd | dkd | cud | cud_kl_wrong | cud_euclid_wrong
+    c.student.temperature = 4.0
+    c.student.lam_kd = 0.8
+    c.student.lam_ce = 0.2
+    c.student.eta = 0.5
+    c.student.margin = 0.7
+    c.student.dkd_alpha = 1.0
+    c.student.dkd_beta = 8.0
+    c.student.dkd_warmup_epochs = 20.0
+    c.student.epochs = 240
+    c.student.batch_size = 64
+    c.student.dtype = "float32"
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 2000  # and always at the end of a stage
+    c.checkpoint.keep = 2
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 512
+    c.eval.num_bins = 15
+    return c
+
+
+def parse_arg(arg: str | None) -> dict:
+    """Parses a `get_config` argument such as `pair=wrn_40_2-wrn_16_2,method=kd`."""
+    if not arg:
+        return {}
+    out = {}
+    for item in arg.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Config argument {item!r} is not of the form key=value.")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,79 @@
+"""Model evaluation: logits over a whole split, and the clean-data metrics of a report.
+
+Evaluation covers every example exactly once: batches are padded to one fixed shape (one
+compilation) and the padding is dropped before any metric is computed.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from cud_jax import losses, metrics
+from cud_jax.data.batching import eval_batches
+from cud_jax.train.sharding import batch_sharded
+
+
+def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch_size: int,
+                   mesh) -> np.ndarray:
+    """Float32 logits `[N, K]` for every stored input, in order.
+
+    Args:
+      predict_fn: from `cud_jax.train.steps.make_predict_fn`.
+      params, model_state: the model's variables.
+      inputs: `[N, ...]` stored inputs on the host.
+      batch_size: evaluation batch size (a multiple of the device count).
+    """
+    indices, mask = eval_batches(len(inputs), batch_size)
+    sharding = batch_sharded(mesh)
+    outputs = []
+    for batch_indices in indices:
+        batch = jax.device_put(inputs[batch_indices], sharding)
+        outputs.append(predict_fn(params, model_state, batch))  # dispatched asynchronously
+    logits = np.concatenate([np.asarray(o) for o in outputs])
+    return logits[mask.reshape(-1)]
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, *, num_bins: int = 15
+                           ) -> dict:
+    """Accuracy, NLL, Brier, ECE family and misclassification AUROC of one set of predictions."""
+    probs, labels = np.asarray(probs, np.float32), np.asarray(labels)
+    correct = np.asarray(metrics.accuracy(probs, labels)).astype(bool)
+    confidence = probs.max(-1)
+    return {
+        "accuracy": float(correct.mean()),
+        "nll": float(np.mean(metrics.nll(probs, labels))),
+        "brier": float(np.mean(metrics.brier(probs, labels))),
+        "ece": float(metrics.ece(probs, labels, num_bins=num_bins)),
+        "adaptive_ece": float(metrics.adaptive_ece(probs, labels, num_bins=num_bins)),
+        "mce": float(metrics.mce(probs, labels, num_bins=num_bins)),
+        "classwise_ece": float(metrics.classwise_ece(probs, labels, num_bins=num_bins)),
+        "misclassification_auroc": float(metrics.misclassification_auroc(confidence, correct))
+        if 0 < correct.sum() < len(correct) else float("nan"),
+        "mean_confidence": float(confidence.mean()),
+    }
+
+
+def evaluate_logits(test_logits: np.ndarray, test_labels: np.ndarray, val_logits: np.ndarray,
+                    val_labels: np.ndarray, *, num_bins: int = 15) -> dict:
+    """Clean metrics before and after temperature scaling fitted on the validation split."""
+    temperature = float(losses.fit_temperature(val_logits, val_labels))
+    probs = np.asarray(jax.nn.softmax(test_logits, -1))
+    scaled = np.asarray(jax.nn.softmax(test_logits / temperature, -1))
+    return {
+        "clean": classification_metrics(probs, test_labels, num_bins=num_bins),
+        "temperature_scaled": {
+            "temperature": temperature,
+            **classification_metrics(scaled, test_labels, num_bins=num_bins),
+        },
+    }
+
+
+def teacher_student_metrics(student_logits: np.ndarray, teacher_logits: np.ndarray) -> dict:
+    """Agreement (same top class) and mean KL(teacher || student) on the same inputs."""
+    student = jax.nn.softmax(student_logits, -1)
+    teacher = jax.nn.softmax(teacher_logits, -1)
+    return {
+        "agreement": float(np.mean(metrics.agreement(student, teacher))),
+        "kl_teacher_student": float(np.mean(metrics.teacher_student_kl(teacher, student))),
+    }

@@ -1,0 +1,134 @@
+"""The training loop of one stage: resume, step, log, check for NaN, checkpoint.
+
+Everything per step happens on device; the host only launches the jitted step, and reads
+metrics back every `log_every` steps (one transfer of a few scalars per step logged). The
+epoch permutation is a pure function of (seed, epoch) and the augmentation key is folded with
+the step, so a run killed at any point and restarted replays exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cud_jax.data.batching import epoch_permutation
+from cud_jax.train import checkpoints
+from cud_jax.train.sharding import put_replicated
+from cud_jax.train.state import TrainState
+from cud_jax.train.writers import MetricWriter, Progress
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the checkpoint kept."""
+
+
+@dataclasses.dataclass
+class StageRun:
+    """How to run one training stage.
+
+    Attributes:
+      name: `teacher` or `student` (used in logs and metric records).
+      step_fn: from `cud_jax.train.steps.make_train_step`.
+      num_examples: size of the training split (for the epoch permutation).
+      steps_per_epoch, total_steps: training length.
+      seed: seeds the epoch order and augmentation.
+      checkpoint_dir: this stage's checkpoint directory.
+      checkpoint_every: save every this many steps (and always at the end).
+      keep: number of checkpoints kept.
+      log_every: metrics are read back, checked and written every this many steps.
+      batch_size: for the examples/s figure.
+      lr_fn: optional step -> learning rate, logged alongside the metrics.
+    """
+
+    name: str
+    step_fn: Callable
+    num_examples: int
+    steps_per_epoch: int
+    total_steps: int
+    seed: int
+    checkpoint_dir: str
+    checkpoint_every: int
+    keep: int
+    log_every: int
+    batch_size: int
+    lr_fn: Optional[Callable[[int], float]] = None
+
+
+def _permutation_fn(num_examples: int, mesh):
+    return jax.jit(lambda seed, epoch: epoch_permutation(seed, epoch, num_examples),
+                   out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def _flush(pending: list, run: StageRun, writer: MetricWriter, last_good: int) -> dict:
+    """Reads back buffered step metrics, fails on the first non-finite loss, logs the last."""
+    steps, metrics = zip(*pending)
+    values = jax.device_get(list(metrics))
+    for step, record in zip(steps, values):
+        if not np.isfinite(record["loss"]):
+            raise NonFiniteLossError(
+                f"[{run.name}] loss is {record['loss']} at step {step}; stopping. The last good "
+                f"checkpoint (step {last_good}) in {run.checkpoint_dir} is kept.")
+    step, record = steps[-1], dict(values[-1])
+    if run.lr_fn is not None:
+        record["lr"] = float(run.lr_fn(step - 1))
+    writer.write(step, record)
+    pending.clear()
+    return record
+
+
+def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, writer: MetricWriter,
+                teacher_vars: Any = None) -> TrainState:
+    """Trains `state` for `run.total_steps` steps, resuming from `run.checkpoint_dir`.
+
+    Args:
+      run: the stage description.
+      state: a freshly initialised state; replaced by the newest checkpoint if there is one.
+      inputs, labels: the whole training split (host or device arrays; put on device here).
+      mesh: the device mesh.
+      writer: metric sink.
+      teacher_vars: passed through to the step (frozen teacher variables or cached probs).
+
+    Returns:
+      The final state (also saved as the last checkpoint).
+    """
+    manager = checkpoints.open_manager(run.checkpoint_dir, keep=run.keep)
+    restored = checkpoints.restore_latest(manager, state)
+    if restored is not None:
+        state = restored
+        logging.info("[%s] resumed from step %d", run.name, int(state.step))
+    state = put_replicated(state, mesh)
+    start = int(state.step)
+    if start >= run.total_steps:
+        manager.close()
+        return state
+
+    inputs, labels = put_replicated((jnp.asarray(inputs), jnp.asarray(labels)), mesh)
+    permutation = _permutation_fn(run.num_examples, mesh)
+    key = jax.random.PRNGKey(run.seed)
+    progress = Progress(run.name, run.total_steps, run.batch_size, start_step=start)
+    pending: list = []
+    last_good = start
+    epoch = None
+    for step in range(start, run.total_steps):
+        if step // run.steps_per_epoch != epoch:
+            epoch = step // run.steps_per_epoch
+            perm = permutation(run.seed, epoch)
+        state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars)
+        done = step + 1
+        pending.append((done, metrics))
+        save_now = done % run.checkpoint_every == 0 or done == run.total_steps
+        if done % run.log_every == 0 or save_now:
+            record = _flush(pending, run, writer, last_good)
+            progress.update(done, record)
+        if save_now:
+            checkpoints.save(manager, done, state)
+            last_good = done
+    manager.wait_until_finished()
+    manager.close()
+    progress.close()
+    return state

@@ -1,0 +1,184 @@
+"""The run a config describes: data -> teacher stage -> student stage -> evaluation -> report.
+
+Each stage can run alone (`config.stage` in teacher|student|eval|all) and resumes from its
+own checkpoints in the workdir:
+
+    WORKDIR/config.json            the resolved config (a rerun with another config refuses)
+    WORKDIR/versions.json          package versions and devices
+    WORKDIR/metrics.jsonl          training metrics of both stages
+    WORKDIR/tensorboard/           TensorBoard events (with tensorboardX installed)
+    WORKDIR/checkpoints/teacher/   Orbax checkpoints of the teacher
+    WORKDIR/checkpoints/student/   ... of the student (the teacher is not re-saved there)
+    WORKDIR/report.json, report.md the evaluation report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cud_jax.train import checkpoints, evaluate, objectives, optim, report, steps
+from cud_jax.train.loop import StageRun, train_stage
+from cud_jax.train.sharding import check_batch_size, make_mesh
+from cud_jax.train.state import TrainState, create_train_state, split_model
+from cud_jax.train.tasks import Task, build_task, num_steps
+from cud_jax.train.writers import MetricWriter
+
+STAGES = ("teacher", "student", "eval", "all")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass
+class Trained:
+    """A model with its variables, ready for the student step or evaluation."""
+
+    model_def: Any
+    params: Any
+    model_state: Any
+    step: int
+
+
+def _dtype(name: str):
+    if name not in DTYPES:
+        raise ValueError(f"Unknown dtype {name!r}; valid values: {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: int):
+    model = task.create_model(cfg.model, nnx.Rngs(seed), _dtype(cfg.dtype))
+    model_def, params, model_state = split_model(model)
+    tx = optim.make_optimizer(cfg, steps_per_epoch, total_steps)
+    return model_def, tx, create_train_state(params, model_state, tx)
+
+
+def _stage_run(name: str, cfg, config, workdir, task: Task, step_fn, spe: int, total: int,
+               lr_fn) -> StageRun:
+    every = config.checkpoint.every_steps or total
+    return StageRun(name=name, step_fn=step_fn, num_examples=len(task.train),
+                    steps_per_epoch=spe, total_steps=total, seed=config.seed,
+                    checkpoint_dir=os.path.join(workdir, "checkpoints", name),
+                    checkpoint_every=every, keep=config.checkpoint.keep,
+                    log_every=config.log_every, batch_size=cfg.batch_size, lr_fn=lr_fn)
+
+
+def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) -> TrainState:
+    manager = checkpoints.open_manager(directory)
+    try:
+        restored = checkpoints.restore_latest(manager, template)
+    except ValueError as err:  # shapes differ: another model or class count
+        raise ValueError(f"The {what} checkpoint in {directory} does not fit the configured "
+                         f"model and data ({err}). {fix}") from err
+    finally:
+        manager.close()
+    if restored is None:
+        raise FileNotFoundError(f"No {what} checkpoint in {directory}. {fix}")
+    return restored
+
+
+def build_stage(name: str, config, task: Task, mesh, teacher: Optional[Trained] = None):
+    """Model, optimiser, initial state and jitted step of the teacher or student stage."""
+    cfg = config.teacher if name == "teacher" else config.student
+    check_batch_size(cfg.batch_size, mesh, f"{name}.batch_size")
+    spe, total = num_steps(len(task.train), cfg.batch_size, cfg.epochs)
+    seed = config.seed + (0 if name == "teacher" else 1)
+    model_def, tx, state = _init_state(task, cfg, seed, total, spe)
+    if name == "teacher":
+        objective, teacher_fn = objectives.teacher_objective(cfg), None
+    else:
+        objective = objectives.student_objective(cfg)
+        teacher_fn = None if teacher is None else steps.model_teacher(teacher.model_def)
+    step_fn = steps.make_train_step(model_def, tx, objective, task.augment,
+                                    batch_size=cfg.batch_size, steps_per_epoch=spe, mesh=mesh,
+                                    teacher=teacher_fn)
+    lr_fn = optim.learning_rate_schedule(cfg, spe, total)
+    return model_def, state, step_fn, spe, total, lr_fn
+
+
+def run_training_stage(name: str, config, workdir: str, task: Task, mesh,
+                       teacher: Optional[Trained] = None) -> Trained:
+    """Trains (or resumes) the teacher or the student and returns it."""
+    cfg = config.teacher if name == "teacher" else config.student
+    model_def, state, step_fn, spe, total, lr_fn = build_stage(name, config, task, mesh, teacher)
+    run = _stage_run(name, cfg, config, workdir, task, step_fn, spe, total, lr_fn)
+    teacher_vars = None if teacher is None else (teacher.params, teacher.model_state)
+    writer = MetricWriter(workdir, name)
+    try:
+        state = train_stage(run, state, task.train.images, task.train.labels, mesh=mesh,
+                            writer=writer, teacher_vars=teacher_vars)
+    finally:
+        writer.close()
+    return Trained(model_def, state.params, state.model_state, int(state.step))
+
+
+def load_trained(name: str, config, workdir: str, task: Task, mesh) -> Trained:
+    """Restores a trained teacher or student from its checkpoints (or `teacher.checkpoint`)."""
+    cfg = config.teacher if name == "teacher" else config.student
+    spe, total = num_steps(len(task.train), cfg.batch_size, cfg.epochs)
+    model_def, _, template = _init_state(task, cfg, config.seed, total, spe)
+    directory = os.path.join(workdir, "checkpoints", name)
+    if name == "teacher" and cfg.get("checkpoint"):
+        directory = cfg.checkpoint
+    fix = (f"Run `--config.stage={name}` (or `all`) first"
+           + (", or set --config.teacher.checkpoint to a teacher checkpoint directory."
+              if name == "teacher" else "."))
+    state = _restore_or_fail(directory, template, name, fix)
+    if int(state.step) < total:
+        logging.warning("%s checkpoint is at step %d of %d: it is not fully trained.", name,
+                        int(state.step), total)
+    return Trained(model_def, state.params, state.model_state, int(state.step))
+
+
+def write_run_info(config, workdir: str, mesh) -> None:
+    """The resolved config (or a check against the existing one) and the environment."""
+    checkpoints.check_or_write_config(os.path.join(workdir, "config.json"), config.to_dict())
+    if jax.process_index() != 0:
+        return
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex",
+                    "ml-collections", "numpy"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    info = {"versions": versions, "python": platform.python_version(),
+            "backend": jax.default_backend(), "devices": [str(d) for d in mesh.devices.flat],
+            "process_count": jax.process_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(os.path.join(workdir, "versions.json"), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+
+
+def run(config, workdir: str) -> dict:
+    """Runs `config.stage` of the pipeline in `workdir`; returns the report when evaluating."""
+    if config.stage not in STAGES:
+        raise ValueError(f"Unknown stage {config.stage!r}; valid values: {', '.join(STAGES)}.")
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_mesh()
+    write_run_info(config, workdir, mesh)
+    task = build_task(config.data)
+    stage = config.stage
+    teacher = student = None
+    needs_teacher = config.student.method != "ce"
+
+    if stage in ("teacher", "all") and not config.teacher.get("checkpoint"):
+        teacher = run_training_stage("teacher", config, workdir, task, mesh)
+    if stage in ("student", "all"):
+        if teacher is None and needs_teacher:
+            teacher = load_trained("teacher", config, workdir, task, mesh)
+        student = run_training_stage("student", config, workdir, task, mesh,
+                                     teacher if needs_teacher else None)
+    if stage not in ("eval", "all"):
+        return {}
+    return report.evaluate_run(config, workdir, task, mesh, teacher=teacher, student=student,
+                               load=lambda name: load_trained(name, config, workdir, task, mesh))

@@ -1,0 +1,110 @@
+"""The jit-compiled hot paths: one training step and one evaluation forward pass.
+
+Both stages share `make_train_step`. The whole training split lives on device (replicated);
+each step slices its batch indices from the epoch permutation, gathers the images, augments
+them, and runs forward and backward, all inside one `jax.jit` with the state donated. The
+batch axis is constrained to the mesh's `data` axis, so XLA splits the work over devices and
+inserts the gradient all-reduce (and the cross-device BatchNorm reductions) itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from cud_jax.train.sharding import batch_sharded, replicated
+from cud_jax.train.state import ModelDef, TrainState
+
+# (teacher_inputs, images, indices) -> teacher probabilities [B, K], float32.
+TeacherFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+# (key, uint8 images [B, H, W, C]) -> float model inputs.
+AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def model_teacher(model_def: ModelDef) -> TeacherFn:
+    """A frozen teacher that runs its forward pass (eval mode) inside the student step."""
+
+    def probs(teacher_vars, images, indices):
+        del indices
+        params, model_state = teacher_vars
+        logits, _ = model_def.apply(params, model_state, images, train=False)
+        return jax.nn.softmax(logits, axis=-1)
+
+    return probs
+
+
+def cached_teacher(teacher_probs, images, indices):
+    """A teacher whose probabilities for every training example were computed once."""
+    del images
+    return teacher_probs[indices]
+
+
+def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objective,
+                    augment: AugmentFn, *, batch_size: int, steps_per_epoch: int,
+                    mesh: Mesh, teacher: Optional[TeacherFn] = None):
+    """Builds `step(state, inputs, labels, perm, key, teacher_vars) -> (state, metrics)`.
+
+    Args:
+      model_def: the trained model's graph definitions.
+      tx: the optax optimiser.
+      objective: see `cud_jax.train.objectives`.
+      augment: maps a key and a uint8 batch to model inputs (normalised, augmented).
+      batch_size: global batch size.
+      steps_per_epoch: batches per epoch (the remainder of the permutation is dropped).
+      mesh: the device mesh; the batch is split along its `data` axis.
+      teacher: how to get teacher probabilities, or None for the teacher stage and the
+        `ce` student.
+
+    The returned function is jitted with the state donated. `inputs`/`labels` are the whole
+    training split on device, `perm` the epoch's permutation; `key` is the run's base key,
+    folded with the step number so a resumed run draws the same augmentations.
+    """
+    data_sharding = batch_sharded(mesh)
+
+    def step(state: TrainState, inputs, labels, perm, key, teacher_vars):
+        offset = (state.step % steps_per_epoch) * batch_size
+        indices = jax.lax.dynamic_slice_in_dim(perm, offset, batch_size)
+        indices = jax.lax.with_sharding_constraint(indices, data_sharding)
+        step_key = jax.random.fold_in(key, state.step)
+        batch = jax.lax.with_sharding_constraint(augment(step_key, inputs[indices]),
+                                                 data_sharding)
+        batch_labels = labels[indices]
+        teacher_probs = None
+        if teacher is not None:
+            teacher_probs = jax.lax.stop_gradient(teacher(teacher_vars, batch, indices))
+        progress = state.step.astype(jnp.float32) / steps_per_epoch  # in epochs
+
+        def loss_fn(params):
+            logits, model_state = model_def.apply(params, state.model_state, batch, train=True)
+            per_example, metrics = objective(logits, batch_labels, teacher_probs, progress)
+            metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch_labels)
+            return jnp.mean(per_example), (model_state, metrics)
+
+        (loss, (model_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics["loss"] = loss
+        metrics["grad_norm"] = optax.global_norm(grads)
+        new_state = TrainState(step=state.step + 1, params=params, model_state=model_state,
+                               opt_state=opt_state)
+        return new_state, metrics
+
+    return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated(mesh), None))
+
+
+def make_predict_fn(model_def: ModelDef, preprocess: Callable[[jax.Array], jax.Array], *,
+                    mesh: Mesh):
+    """Builds a jitted `predict(params, model_state, inputs) -> float32 logits` (eval mode)."""
+    data_sharding = batch_sharded(mesh)
+
+    def predict(params, model_state, inputs):
+        inputs = jax.lax.with_sharding_constraint(preprocess(inputs), data_sharding)
+        logits, _ = model_def.apply(params, model_state, inputs, train=False)
+        return logits
+
+    return jax.jit(predict)
