@@ -114,21 +114,25 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     pending: list = []
     last_good = start
     epoch = None
-    for step in range(start, run.total_steps):
-        if step // run.steps_per_epoch != epoch:
-            epoch = step // run.steps_per_epoch
-            perm = permutation(run.seed, epoch)
-        state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars)
-        done = step + 1
-        pending.append((done, metrics))
-        save_now = done % run.checkpoint_every == 0 or done == run.total_steps
-        if done % run.log_every == 0 or save_now:
-            record = _flush(pending, run, writer, last_good)
-            progress.update(done, record)
-        if save_now:
-            checkpoints.save(manager, done, state)
-            last_good = done
-    manager.wait_until_finished()
-    manager.close()
+    try:
+        for step in range(start, run.total_steps):
+            if step // run.steps_per_epoch != epoch:
+                epoch = step // run.steps_per_epoch
+                perm = permutation(run.seed, epoch)
+            state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars)
+            done = step + 1
+            pending.append((done, metrics))
+            save_now = done % run.checkpoint_every == 0 or done == run.total_steps
+            if done % run.log_every == 0 or save_now:
+                record = _flush(pending, run, writer, last_good)
+                progress.update(done, record)
+            if save_now:
+                checkpoints.save(manager, done, state)
+                last_good = done
+    finally:
+        # Also on an interrupt: let an in-flight asynchronous save finish, so the restart
+        # finds it.
+        manager.wait_until_finished()
+        manager.close()
     progress.close()
     return state

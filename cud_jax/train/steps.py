@@ -89,7 +89,7 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics["loss"] = loss
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         new_state = TrainState(step=state.step + 1, params=params, model_state=model_state,
                                opt_state=opt_state)
         return new_state, metrics
