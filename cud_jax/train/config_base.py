@@ -90,3 +90,27 @@ def parse_arg(arg: str | None) -> dict:
             raise ValueError(f"Config argument {item!r} is not of the form key=value.")
         out[key.strip()] = value.strip()
     return out
+
+
+#: Students that the CIFAR KD tables train with lr 0.01 instead of 0.05.
+LOW_LR_STUDENTS = ("mobilenetv2", "shufflenetv1", "shufflenetv2")
+
+
+def cifar_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
+    """The CIFAR recipe for `dataset`, with `pair=T-S,method=M,teacher_loss=L` arguments."""
+    args = parse_arg(arg)
+    unknown = set(args) - {"pair", "method", "teacher_loss"}
+    if unknown:
+        raise ValueError(f"Unknown config arguments {sorted(unknown)}; valid: pair, method, "
+                         "teacher_loss.")
+    c = base_config()
+    c.data.name = dataset
+    teacher, _, student = args.get("pair", "resnet32x4-resnet8x4").partition("-")
+    if not student:
+        raise ValueError("`pair` must look like TEACHER-STUDENT, e.g. wrn_40_2-wrn_16_2.")
+    c.teacher.model, c.student.model = teacher, student
+    c.student.method = args.get("method", "cud")
+    c.teacher.loss = args.get("teacher_loss", "dus")
+    if student in LOW_LR_STUDENTS:
+        c.student.lr = 0.01
+    return c

@@ -29,7 +29,7 @@ from flax import nnx
 
 from cud_jax.train import checkpoints, evaluate, objectives, optim, report, steps
 from cud_jax.train.loop import StageRun, train_stage
-from cud_jax.train.sharding import check_batch_size, make_mesh
+from cud_jax.train.sharding import check_batch_size, make_mesh, put_replicated
 from cud_jax.train.state import TrainState, create_train_state, split_model
 from cud_jax.train.tasks import Task, build_task, num_steps
 from cud_jax.train.writers import MetricWriter
@@ -131,7 +131,7 @@ def load_trained(name: str, config, workdir: str, task: Task, mesh) -> Trained:
     fix = (f"Run `--config.stage={name}` (or `all`) first"
            + (", or set --config.teacher.checkpoint to a teacher checkpoint directory."
               if name == "teacher" else "."))
-    state = _restore_or_fail(directory, template, name, fix)
+    state = put_replicated(_restore_or_fail(directory, template, name, fix), mesh)
     if int(state.step) < total:
         logging.warning("%s checkpoint is at step %d of %d: it is not fully trained.", name,
                         int(state.step), total)

@@ -21,10 +21,12 @@ ECE_CONVENTION = ("top-label ECE, {bins} equal-width bins [lo, hi), confidence 1
                   "last bin (robustness_metrics convention); Brier summed over classes")
 
 
-def _logits(trained, task, config, mesh, split) -> np.ndarray:
+def _logits(trained, task, config, mesh, *splits) -> list[np.ndarray]:
+    """Logits of one model on each split, compiled once."""
     predict = steps.make_predict_fn(trained.model_def, task.preprocess, mesh=mesh)
-    return evaluate.predict_logits(predict, trained.params, trained.model_state, split.images,
-                                   batch_size=config.eval.batch_size, mesh=mesh)
+    return [evaluate.predict_logits(predict, trained.params, trained.model_state, split.images,
+                                    batch_size=config.eval.batch_size, mesh=mesh)
+            for split in splits]
 
 
 def _try_load(name: str, load: Callable):
@@ -53,8 +55,7 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
         if trained is None:
             continue
         cfg = config.teacher if name == "teacher" else config.student
-        test_logits = _logits(trained, task, config, mesh, task.test)
-        val_logits = _logits(trained, task, config, mesh, task.val)
+        test_logits, val_logits = _logits(trained, task, config, mesh, task.test, task.val)
         logits[name] = test_logits
         entry = {"model": cfg.model, "step": trained.step,
                  **evaluate.evaluate_logits(test_logits, task.test.labels, val_logits,

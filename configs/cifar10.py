@@ -1,0 +1,19 @@
+"""CIFAR-10 distillation with the CIFAR-100 recipe (see configs/cifar100.py for arguments).
+
+    # the official archive (cifar-10-python.tar.gz or cifar-10-binary.tar.gz) in a folder:
+    python -m cud_jax.main --config=configs/cifar10.py --workdir=runs/c10 \
+        --config.data.data_dir=/path/to/folder
+    # a JPEG image-folder tarball (train/<class>/*.jpg, test/<class>/*.jpg):
+    python -m cud_jax.main --config=configs/cifar10.py --workdir=runs/c10 \
+        --config.data.name=image_folder --config.data.data_dir=/path/to/cifar10-jpeg.tar.gz
+
+Default pair resnet32x4 -> resnet8x4, DUS teacher, CUD student, 240 epochs (hours on one
+GPU). Expect teachers around 95% and students around 92-93% on the genuine images; JPEG
+re-encodes run a little lower.
+"""
+
+from cud_jax.train.config_base import cifar_config
+
+
+def get_config(arg=None):
+    return cifar_config(arg, "cifar10")
