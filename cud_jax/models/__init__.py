@@ -1,0 +1,15 @@
+"""Flax NNX models. Vision: the CIFAR zoo of the RepDistiller / mdistiller KD benchmarks.
+
+    from cud_jax import models
+    model = models.create_model("resnet32x4", num_classes=100, rngs=nnx.Rngs(0))
+    logits = model(images)  # [N, 32, 32, 3] NHWC -> [N, 100] float32
+
+Parameter counts equal the PyTorch definitions (pinned in tests/test_models.py).
+"""
+
+from cud_jax.models.mobilenetv2 import MobileNetV2
+from cud_jax.models.registry import count_params, create_model, list_models
+from cud_jax.models.resnet import CifarResNet
+from cud_jax.models.shufflenet import ShuffleNetV1, ShuffleNetV2
+from cud_jax.models.vgg import VGG
+from cud_jax.models.wide_resnet import WideResNet
