@@ -13,14 +13,14 @@ CORE = [
     "absl-py>=1.4",
     "pillow>=10",  # JPEG/PNG image folders
     "tensorboardX>=2.6",  # TensorBoard events without TensorFlow
+    "matplotlib>=3.7",  # report figures
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11", "matplotlib>=3.7"],
+    "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11"],
     # Preparing TFDS data sets needs TensorFlow itself; the CPU build is enough.
     "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.15"],
     "text": ["tokenizers>=0.15", "safetensors>=0.4", "huggingface_hub>=0.20"],
-    "plots": ["matplotlib>=3.7"],
 }
 
 setup(

@@ -28,4 +28,9 @@ def get_config(arg=None):
     c.log_every = 10
     c.checkpoint.every_steps = 50
     c.eval.batch_size = 256
+    c.eval.corruptions = "gaussian_noise,gaussian_blur,contrast,jpeg_compression"
+    c.eval.severities = "1,3,5"
+    c.eval.shift_subset = 400
+    c.eval.ood_sets = "synthetic_ood:near,synthetic_ood:far"
+    c.eval.ood_subset = 400
     return c

@@ -58,14 +58,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
-def check_or_write_config(path: str, config_dict: dict, *, ignore=("stage",)) -> None:
+def check_or_write_config(path: str, config_dict: dict, *,
+                          ignore=("stage", "eval", "log_every")) -> None:
     """Writes the resolved config to `path`, or checks it against the one already there.
 
     Args:
       path: JSON file in the workdir.
       config_dict: the config as plain nested dicts.
-      ignore: top-level fields allowed to differ between invocations (e.g. which stage to
-        run now).
+      ignore: top-level fields allowed to differ between invocations: which stage to run,
+        and the evaluation and logging settings, which change no trained weight (so a
+        finished run can be re-evaluated with more corruptions or OOD sets).
 
     Raises:
       ConfigMismatchError: naming each field whose value differs.

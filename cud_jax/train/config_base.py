@@ -49,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher.focal_gamma = 2.0
     c.teacher.dus = ml_collections.ConfigDict(dict(DUS_DEFAULTS))
     c.teacher.dus.w_max = config_dict.placeholder(float)
-    c.teacher.epochs = 240
+    c.teacher.epochs = 240.0  # fractional epochs allowed (quick runs)
     c.teacher.batch_size = 64
     c.teacher.dtype = "float32"  # or bfloat16 (parameters and losses stay float32)
     c.teacher.checkpoint = config_dict.placeholder(str)  # use a teacher trained elsewhere
@@ -65,7 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.student.dkd_alpha = 1.0
     c.student.dkd_beta = 8.0
     c.student.dkd_warmup_epochs = 20.0
-    c.student.epochs = 240
+    c.student.epochs = 240.0
     c.student.batch_size = 64
     c.student.dtype = "float32"
 
@@ -76,6 +76,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 512
     c.eval.num_bins = 15
+    # Shift: CIFAR-C-style corruptions of the test set ("all", a comma list, or "" for none).
+    c.eval.corruptions = "all"
+    c.eval.severities = "1,2,3,4,5"
+    c.eval.shift_subset = config_dict.placeholder(int)  # seeded subset of the test set
+    c.eval.corruption_seed = 0
+    # OOD sets (comma list of data sources, test splits), read from ood_data_dir.
+    c.eval.ood_sets = "tfds:svhn_cropped,cifar10"
+    c.eval.ood_data_dir = config_dict.placeholder(str)
+    c.eval.ood_subset = config_dict.placeholder(int)
+    c.eval.plots = True
     return c
 
 
@@ -105,6 +115,7 @@ def cifar_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
                          "teacher_loss.")
     c = base_config()
     c.data.name = dataset
+    c.eval.ood_sets = "tfds:svhn_cropped," + ("cifar100" if dataset == "cifar10" else "cifar10")
     teacher, _, student = args.get("pair", "resnet32x4-resnet8x4").partition("-")
     if not student:
         raise ValueError("`pair` must look like TEACHER-STUDENT, e.g. wrn_40_2-wrn_16_2.")

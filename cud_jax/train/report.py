@@ -1,7 +1,8 @@
-"""The evaluation stage: metrics for the teacher and the student, written as a report.
+"""The evaluation stage: clean, temperature-scaled, shifted and OOD metrics, and the report.
 
-`report.json` holds every number (with the data set, split sizes and metric conventions);
-`report.md` is the same as readable tables.
+Works on whichever of teacher and student exist in the workdir (or were just trained).
+Writes `report.json` (every number, with the data set, split sizes, metric conventions and
+package versions), `report.md` (readable tables) and PNG figures into the workdir.
 """
 
 from __future__ import annotations
@@ -15,18 +16,10 @@ import jax
 import numpy as np
 
 from cud_jax import losses
-from cud_jax.train import evaluate, steps
+from cud_jax.train import evaluate, plots, robustness, steps
 
 ECE_CONVENTION = ("top-label ECE, {bins} equal-width bins [lo, hi), confidence 1.0 in the "
                   "last bin (robustness_metrics convention); Brier summed over classes")
-
-
-def _logits(trained, task, config, mesh, *splits) -> list[np.ndarray]:
-    """Logits of one model on each split, compiled once."""
-    predict = steps.make_predict_fn(trained.model_def, task.preprocess, mesh=mesh)
-    return [evaluate.predict_logits(predict, trained.params, trained.model_state, split.images,
-                                    batch_size=config.eval.batch_size, mesh=mesh)
-            for split in splits]
 
 
 def _try_load(name: str, load: Callable):
@@ -34,51 +27,121 @@ def _try_load(name: str, load: Callable):
         return load(name)
     except FileNotFoundError as err:
         logging.warning("Skipping the %s in the report: %s", name, err)
+        print(f"Report: no {name} ({str(err).splitlines()[0]})")
         return None
+
+
+def _predictor(trained, task, config, mesh) -> Callable[[np.ndarray], np.ndarray]:
+    """stored inputs -> logits for one model (compiled once, any number of inputs)."""
+    predict = steps.make_predict_fn(trained.model_def, task.preprocess, mesh=mesh)
+    return lambda inputs: evaluate.predict_logits(
+        predict, trained.params, trained.model_state, inputs,
+        batch_size=config.eval.batch_size, mesh=mesh)
+
+
+def _versions(workdir: str) -> dict:
+    path = os.path.join(workdir, "versions.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _shift_subset(task, ev) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = task.test.images, task.test.labels
+    if ev.shift_subset and ev.shift_subset < len(labels):
+        keep = np.random.default_rng(ev.corruption_seed).permutation(len(labels))
+        keep = np.sort(keep[:ev.shift_subset])
+        images, labels = images[keep], labels[keep]
+    return images, labels
 
 
 def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None,
                  load: Optional[Callable] = None) -> dict:
-    """Evaluates whichever of teacher and student exist and writes report.json / report.md."""
-    models = {"teacher": teacher, "student": student}
-    for name in models:
-        if models[name] is None and load is not None:
+    """Evaluates the run's models and writes the report files; returns the report dict."""
+    ev = config.eval
+    trained = {"teacher": teacher, "student": student}
+    for name in trained:
+        if trained[name] is None and load is not None:
             if name == "teacher" and config.student.method == "ce" and student is not None:
                 continue
-            models[name] = _try_load(name, load)
-    bins = config.eval.num_bins
-    report = {"dataset": task.info, "ece_convention": ECE_CONVENTION.format(bins=bins),
+            trained[name] = _try_load(name, load)
+    trained = {k: v for k, v in trained.items() if v is not None}
+    predictors = {name: _predictor(t, task, config, mesh) for name, t in trained.items()}
+
+    report = {"dataset": task.info, "ece_convention": ECE_CONVENTION.format(bins=ev.num_bins),
               "teacher_loss": config.teacher.loss, "student_method": config.student.method,
-              "models": {}}
-    logits = {}
-    for name, trained in models.items():
-        if trained is None:
-            continue
+              "environment": _versions(workdir), "eval_config": ev.to_dict(), "models": {}}
+    test_logits, temperatures = {}, {}
+    for name, predict in predictors.items():
         cfg = config.teacher if name == "teacher" else config.student
-        test_logits, val_logits = _logits(trained, task, config, mesh, task.test, task.val)
-        logits[name] = test_logits
-        entry = {"model": cfg.model, "step": trained.step,
-                 **evaluate.evaluate_logits(test_logits, task.test.labels, val_logits,
-                                            task.val.labels, num_bins=bins)}
+        test_logits[name] = predict(task.test.images)
+        entry = {"model": cfg.model, "step": trained[name].step,
+                 **evaluate.evaluate_logits(test_logits[name], task.test.labels,
+                                            predict(task.val.images), task.val.labels,
+                                            num_bins=ev.num_bins)}
+        temperatures[name] = entry["temperature_scaled"]["temperature"]
         if name == "teacher":
-            probs = jax.nn.softmax(test_logits, -1)
-            stats = losses.wclip_stats(probs, task.test.labels, eta=config.student.eta,
-                                       margin=config.student.margin)
+            stats = losses.wclip_stats(jax.nn.softmax(test_logits[name], -1), task.test.labels,
+                                       eta=config.student.eta, margin=config.student.margin)
             entry["wclip_fire_rate_test"] = float(stats.fire_rate)
         report["models"][name] = entry
-    if "teacher" in logits and "student" in logits:
+    if "teacher" in test_logits and "student" in test_logits:
         report["models"]["student"].update(
-            evaluate.teacher_student_metrics(logits["student"], logits["teacher"]))
+            evaluate.teacher_student_metrics(test_logits["student"], test_logits["teacher"]))
+
+    corruptions = [c.strip() for c in ev.corruptions.split(",") if c.strip()]
+    if corruptions == ["all"]:
+        from cud_jax.data.corruptions import CORRUPTIONS
+
+        corruptions = list(CORRUPTIONS)
+    shift = None
+    if corruptions and predictors:
+        images, labels = _shift_subset(task, ev)
+        severities = [int(s) for s in str(ev.severities).split(",")]
+        shift = robustness.evaluate_shift(
+            predictors, temperatures, images, labels, corruptions=corruptions,
+            severities=severities, seed=ev.corruption_seed,
+            cache_dir=os.path.join(workdir, "cache", "corruptions"), num_bins=ev.num_bins)
+        report["shift"] = {"num_images": int(len(labels)), "corruptions": corruptions,
+                           "severities": severities, "models": shift}
+
+    ood_sets = robustness.load_ood_sets(ev.ood_sets, task_info=task.info, data_cfg=config.data,
+                                        data_dir=ev.ood_data_dir, subset=ev.ood_subset,
+                                        seed=config.seed)
+    msp_scores = {}
+    if ood_sets and predictors:
+        report["ood"], msp_scores = robustness.evaluate_ood(predictors, test_logits, ood_sets)
+
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
         with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
             f.write(markdown_report(report))
+        if ev.plots and test_logits:
+            _write_figures(workdir, test_logits, task.test.labels, shift, msp_scores,
+                           ev.num_bins)
     return report
+
+
+def _write_figures(workdir, test_logits, labels, shift, msp_scores, num_bins) -> None:
+    probs = {name: np.asarray(jax.nn.softmax(l, -1)) for name, l in test_logits.items()}
+    plots.reliability_figure(os.path.join(workdir, "reliability.png"), probs, labels, num_bins)
+    if shift:
+        plots.shift_figure(os.path.join(workdir, "shift.png"),
+                           {name: entry["by_severity"] for name, entry in shift.items()})
+    for set_name, scores in msp_scores.items():
+        safe = set_name.replace(":", "_").replace("/", "_")
+        plots.ood_figure(os.path.join(workdir, f"ood_{safe}.png"), set_name, scores)
 
 
 _COLUMNS = ("accuracy", "nll", "brier", "ece", "adaptive_ece", "mce", "classwise_ece",
             "misclassification_auroc")
+
+
+def _table(header, rows) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def markdown_report(report: dict) -> str:
@@ -87,22 +150,71 @@ def markdown_report(report: dict) -> str:
     lines = [f"# Report: {info['dataset']}", "",
              f"Teacher loss `{report['teacher_loss']}`, student method "
              f"`{report['student_method']}`. Splits: train {info['train_size']}, val "
-             f"{info['val_size']}, test {info['test_size']}. {report['ece_convention']}.", "",
-             "| model | variant | " + " | ".join(_COLUMNS) + " |",
-             "|---|---|" + "---|" * len(_COLUMNS)]
+             f"{info['val_size']}, test {info['test_size']}. {report['ece_convention']}. "
+             "TS = temperature scaling fitted on the validation split.", "", "## Clean test set",
+             ""]
+    rows = []
     for name, entry in report["models"].items():
         for variant in ("clean", "temperature_scaled"):
             row = entry[variant]
             label = variant if variant == "clean" else f"TS (T={row['temperature']:.3f})"
-            lines.append(f"| {name} ({entry['model']}) | {label} | "
-                         + " | ".join(f"{row[c]:.4f}" for c in _COLUMNS) + " |")
-    extras = []
+            rows.append([f"{name} ({entry['model']})", label]
+                        + [f"{row[c]:.4f}" for c in _COLUMNS])
+    lines += _table(["model", "variant", *_COLUMNS], rows) + [""]
     teacher = report["models"].get("teacher", {})
     student = report["models"].get("student", {})
     if "wclip_fire_rate_test" in teacher:
-        extras.append(f"- W-Clip firing rate of the teacher on test inputs: "
-                      f"{teacher['wclip_fire_rate_test']:.4f}")
+        lines.append(f"- W-Clip firing rate of the teacher on test inputs: "
+                     f"{teacher['wclip_fire_rate_test']:.4f}")
     if "agreement" in student:
-        extras.append(f"- Teacher-student agreement {student['agreement']:.4f}, "
-                      f"KL(teacher || student) {student['kl_teacher_student']:.4f}")
-    return "\n".join(lines + [""] + extras) + "\n"
+        lines.append(f"- Teacher-student agreement {student['agreement']:.4f}, "
+                     f"KL(teacher || student) {student['kl_teacher_student']:.4f}")
+    if "shift" in report:
+        lines += _shift_markdown(report["shift"])
+    if "ood" in report:
+        lines += _ood_markdown(report["ood"])
+    return "\n".join(lines) + "\n"
+
+
+def _shift_markdown(shift: dict) -> list[str]:
+    models = shift["models"]
+    lines = ["", "## Shift: corrupted test images", "",
+             f"{len(shift['corruptions'])} corruptions x severities {shift['severities']} on "
+             f"{shift['num_images']} test images. Means over all corruption-severity pairs.",
+             ""]
+    keys = ("accuracy", "nll", "ece", "nll_ts", "ece_ts")
+    lines += _table(["model", "cAcc", "cNLL", "cECE", "cNLL (TS)", "cECE (TS)"],
+                    [[name] + [f"{entry['mean'][k]:.4f}" for k in keys]
+                     for name, entry in models.items()])
+    severities = ["0"] + [str(s) for s in shift["severities"]]
+    lines += ["", "Accuracy / ECE by severity (0 = clean subset):", ""]
+    lines += _table(["model"] + [f"sev {s}" for s in severities],
+                    [[name] + [f"{entry['by_severity'][s]['accuracy']:.3f} / "
+                               f"{entry['by_severity'][s]['ece']:.3f}" for s in severities]
+                     for name, entry in models.items()])
+    for name, entry in models.items():
+        lines += ["", f"Per corruption, {name}: accuracy / ECE at each severity", ""]
+        lines += _table(["corruption"] + [f"sev {s}" for s in shift["severities"]],
+                        [[corruption] + [f"{cells[str(s)]['accuracy']:.3f} / "
+                                         f"{cells[str(s)]['ece']:.3f}"
+                                         for s in shift["severities"]]
+                         for corruption, cells in entry["table"].items()])
+    return lines
+
+
+def _ood_markdown(ood: dict) -> list[str]:
+    lines = ["", "## OOD detection", "",
+             "Scores: maximum softmax probability (MSP) and negative entropy; in-distribution "
+             "test set as positives.", ""]
+    rows = []
+    for set_name, entry in ood.items():
+        for name, scores in entry.items():
+            if name == "num_ood":
+                continue
+            for score in ("msp", "entropy"):
+                m = scores[score]
+                rows.append([set_name, str(entry["num_ood"]), name, score, f"{m['auroc']:.4f}",
+                             f"{m['aupr_in']:.4f}", f"{m['aupr_out']:.4f}",
+                             f"{m['fpr_at_95_tpr']:.4f}"])
+    return lines + _table(["OOD set", "n", "model", "score", "AUROC", "AUPR-in", "AUPR-out",
+                           "FPR@95TPR"], rows)
