@@ -41,3 +41,22 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+# CIFAR-C-style corruptions (cud_jax.data.corruptions): numpy + pillow, generated locally.
+from cud_jax.data.corruptions import (  # noqa: E402  (appended after the constants)
+    CORRUPTIONS,
+    corrupt,
+    corruption_suite,
+)
+
+# Text: WordPiece-tokenised intent / topic data sets (cud_jax.data.text); `Split.images` holds
+# int32 token ids there.
+from cud_jax.data.text import (
+    RawText,
+    TextData,
+    TextSplit,
+    load_text,
+    register_text_source,
+    text_sources,
+)
+from cud_jax.data.tokenization import WordPieceTokenizer, load_tokenizer, pad_ids

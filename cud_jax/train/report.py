@@ -92,9 +92,10 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
 
     corruptions = [c.strip() for c in ev.corruptions.split(",") if c.strip()]
     if corruptions == ["all"]:
-        from cud_jax.data.corruptions import CORRUPTIONS
+        from cud_jax.data.corruptions import CORRUPTIONS, RGB_ONLY
 
-        corruptions = list(CORRUPTIONS)
+        rgb = task.test.images.shape[-1] == 3
+        corruptions = [n for n in CORRUPTIONS if rgb or n not in RGB_ONLY]
     shift = None
     if corruptions and predictors:
         images, labels = _shift_subset(task, ev)
