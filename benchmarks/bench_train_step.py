@@ -20,8 +20,9 @@ import sys
 import time
 
 if "--devices" in " ".join(sys.argv):  # must precede the jax import
-    count = [a.split("=")[1] for a in sys.argv if a.startswith("--devices=")][0]
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={count}")
+    from cud_jax.host_devices import emulate_cpu_devices
+
+    emulate_cpu_devices(int([a.split("=")[1] for a in sys.argv if a.startswith("--devices=")][0]))
 
 import jax
 import jax.numpy as jnp

@@ -19,7 +19,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from cud_jax.host_devices import emulate_cpu_devices  # noqa: E402
+
+emulate_cpu_devices(8)  # no-op on GPU/TPU backends
 
 import numpy as np  # noqa: E402
 
@@ -49,6 +51,14 @@ def make_config(args, seed: int, teacher_loss: str, method: str):
         stage.lr_milestones = milestones
     c.log_every = 50
     c.checkpoint.every_steps = 500
+    c.eval.corruptions = "all"
+    c.eval.severities = args.severities
+    c.eval.shift_subset = args.shift_subset
+    c.eval.cache_dir = os.path.join(os.path.abspath(args.workroot), "cache", "corruptions")
+    omniglot = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.data))),
+                            "omniglot_small", "images_background_small1.zip")
+    c.eval.ood_sets = f"tfds:svhn_cropped,cifar100,noise:uniform,images:{omniglot}"
+    c.eval.ood_subset = args.ood_subset
     return c
 
 
@@ -140,6 +150,9 @@ def main():
     parser.add_argument("--val_size", type=int, default=2000)
     parser.add_argument("--epochs", type=float, default=6)
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--severities", default="1,3,5")
+    parser.add_argument("--shift_subset", type=int, default=1000)
+    parser.add_argument("--ood_subset", type=int, default=2000)
     parser.add_argument("--workroot", default=os.path.join(REPO, "runs", "cifar10_cpu"))
     parser.add_argument("--name", default="cifar10_cpu")
     args = parser.parse_args()

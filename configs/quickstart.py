@@ -2,8 +2,10 @@
 
     python -m cud_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
-A DUS teacher (resnet8) and a CUD student (a narrower resnet8) on 20 synthetic classes in
-5 superclasses, then the evaluation report. On 2 CPU cores it finishes in a few minutes.
+A DUS teacher (resnet14, 0.18M parameters) and a CUD student (resnet8, 0.08M) on 20
+synthetic classes in 5 superclasses, then the evaluation report: clean and
+temperature-scaled metrics, 4 corruptions at severities 1/3/5, and near/far OOD detection
+against held-out synthetic classes. On 2 CPU cores it finishes in about 3-4 minutes.
 Expect the teacher and student to reach well above chance (5%) and report.md to show
 accuracy, NLL, Brier and ECE for both, before and after temperature scaling.
 """
@@ -18,9 +20,9 @@ def get_config(arg=None):
     c.data.val_size = 400
     c.data.source_kwargs = dict(num_classes=20, num_superclasses=5, train_per_class=120,
                                 test_per_class=40)
-    for stage, model in ((c.teacher, "resnet8"), (c.student, "resnet8")):
+    for stage, model in ((c.teacher, "resnet14"), (c.student, "resnet8")):
         stage.model = model
-        stage.epochs = 4
+        stage.epochs = 4.0
         stage.batch_size = 64
         stage.lr = 0.05
         stage.lr_milestones = (3,)

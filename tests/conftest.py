@@ -4,11 +4,11 @@ Eight host CPU devices let the sharding tests run a real `Mesh` on a laptop or C
 The flag must be set before JAX initialises its backend, hence here, at import time.
 """
 
-import os
+from cud_jax.host_devices import emulate_cpu_devices
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+emulate_cpu_devices(8)
 
-import jax  # noqa: E402  (imported after the flag on purpose)
+import jax  # noqa: E402  (imported after the flags on purpose)
 import pytest  # noqa: E402
 
 

@@ -81,6 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.severities = "1,2,3,4,5"
     c.eval.shift_subset = config_dict.placeholder(int)  # seeded subset of the test set
     c.eval.corruption_seed = 0
+    c.eval.cache_dir = config_dict.placeholder(str)  # corrupted images; default WORKDIR/cache
     # OOD sets (comma list of data sources, test splits), read from ood_data_dir.
     c.eval.ood_sets = "tfds:svhn_cropped,cifar10"
     c.eval.ood_data_dir = config_dict.placeholder(str)

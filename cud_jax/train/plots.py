@@ -41,9 +41,9 @@ def reliability_figure(path: str, probs_by_model: dict, labels: np.ndarray,
         confidence = np.asarray(diagram.confidence)
         top = axes[0, col]
         top.bar(centers, accuracy, width=width, edgecolor="black", label="accuracy")
-        gap = np.where(np.isnan(confidence), 0, confidence - accuracy)
-        top.bar(centers, gap, bottom=accuracy, width=width, color="tab:red", alpha=0.35,
-                label="gap to confidence")
+        # Mean confidence per bin as markers: bars above them are under-confident bins,
+        # bars below them over-confident ones.
+        top.plot(centers, confidence, "o", color="tab:red", ms=4, label="mean confidence")
         top.plot([0, 1], [0, 1], "k--", lw=1)
         ece = float(metrics.ece(probs, labels, num_bins=num_bins))
         top.set_title(f"{name}: ECE {ece:.3f}")

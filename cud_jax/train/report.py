@@ -103,7 +103,8 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
         shift = robustness.evaluate_shift(
             predictors, temperatures, images, labels, corruptions=corruptions,
             severities=severities, seed=ev.corruption_seed,
-            cache_dir=os.path.join(workdir, "cache", "corruptions"), num_bins=ev.num_bins)
+            cache_dir=ev.cache_dir or os.path.join(workdir, "cache", "corruptions"),
+            num_bins=ev.num_bins)
         report["shift"] = {"num_images": int(len(labels)), "corruptions": corruptions,
                            "severities": severities, "models": shift}
 
