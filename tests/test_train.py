@@ -194,3 +194,22 @@ def test_unknown_names_fail_with_the_valid_values():
         objectives.teacher_objective(ml_collections.ConfigDict({"loss": "mse"}))
     with pytest.raises(ValueError, match="valid values: ce, kd, dkd, cud"):
         objectives.student_objective(ml_collections.ConfigDict({"method": "fitnet"}))
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_losses():
+    from cud_jax import models
+
+    mesh = make_mesh()
+    model = models.create_model("resnet8", num_classes=4, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+    model_def, params, model_state = split_model(model)
+    tx = optax.sgd(0.05, momentum=0.9)
+    cfg = ml_collections.ConfigDict({"loss": "dus", "dus": {}})
+    step = steps.make_train_step(model_def, tx, objectives.teacher_objective(cfg),
+                                 lambda key, x: x.astype(jnp.float32) / 255.0, batch_size=16,
+                                 steps_per_epoch=2, mesh=mesh)
+    task = _task(size=32)
+    state, metrics = step(create_train_state(params, model_state, tx), task.train.images,
+                          task.train.labels, jnp.arange(64, dtype=jnp.int32),
+                          jax.random.PRNGKey(0), None)
+    assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(state.params))

@@ -51,7 +51,7 @@ from cud_jax.data.corruptions import (  # noqa: E402  (appended after the consta
 
 # Text: WordPiece-tokenised intent / topic data sets (cud_jax.data.text); `Split.images` holds
 # int32 token ids there.
-from cud_jax.data.text import (
+from cud_jax.data.text import (  # noqa: E402
     RawText,
     TextData,
     TextSplit,
@@ -59,4 +59,4 @@ from cud_jax.data.text import (
     register_text_source,
     text_sources,
 )
-from cud_jax.data.tokenization import WordPieceTokenizer, load_tokenizer, pad_ids
+from cud_jax.data.tokenization import WordPieceTokenizer, load_tokenizer, pad_ids  # noqa: E402

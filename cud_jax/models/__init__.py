@@ -13,3 +13,15 @@ from cud_jax.models.resnet import CifarResNet
 from cud_jax.models.shufflenet import ShuffleNetV1, ShuffleNetV2
 from cud_jax.models.vgg import VGG
 from cud_jax.models.wide_resnet import WideResNet
+
+# Text: BERT encoder + classification head, Hugging Face checkpoint loading (cud_jax.models.bert).
+from cud_jax.models.bert import (
+    BertClassifier,
+    BertConfig,
+    BertEncoder,
+    bert_student,
+    create_text_model,
+    hf_state_dict,
+    load_bert_classifier,
+)
+from cud_jax.models.hf_loading import CheckpointNotFoundError
