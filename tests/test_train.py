@@ -213,3 +213,36 @@ def test_bfloat16_compute_keeps_float32_parameters_and_losses():
                           jax.random.PRNGKey(0), None)
     assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(state.params))
+
+
+def test_cached_teacher_gives_the_same_student_steps():
+    mesh = make_mesh()
+    task = _task()
+    task.augmented = False  # _task's augment is deterministic preprocessing
+    teacher_def, t_params, t_state = split_model(TinyNet(4, nnx.Rngs(7)))
+    teacher = pipeline.Trained(teacher_def, t_params, t_state, 0)
+    config = base_config()
+    config.eval.batch_size = 16
+    objective = objectives.student_objective(config.student)
+    results = []
+    for cache in (False, True):
+        config.student.cache_teacher = cache
+        teacher_fn, teacher_vars = pipeline.teacher_for_student(config, task, mesh, teacher)
+        model_def, params, model_state = split_model(TinyNet(4, nnx.Rngs(0)))
+        tx = optax.sgd(0.1, momentum=0.9)
+        step = steps.make_train_step(model_def, tx, objective, task.augment, batch_size=16,
+                                     steps_per_epoch=4, mesh=mesh, teacher=teacher_fn)
+        state = create_train_state(params, model_state, tx)
+        perm = jax.random.permutation(jax.random.PRNGKey(0), 64).astype(jnp.int32)
+        losses_seen = []
+        for _ in range(4):
+            state, metrics = step(state, task.train.images, task.train.labels, perm,
+                                  jax.random.PRNGKey(1), teacher_vars)
+            losses_seen.append(float(metrics["loss"]))
+        results.append((losses_seen, state.params))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                           results[1][1], results[0][1])
+    task.augmented = True
+    with pytest.raises(ValueError, match="cache_teacher"):
+        pipeline.teacher_for_student(config, task, mesh, teacher)

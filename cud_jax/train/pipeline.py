@@ -85,7 +85,31 @@ def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) 
     return restored
 
 
-def build_stage(name: str, config, task: Task, mesh, teacher: Optional[Trained] = None):
+def teacher_for_student(config, task: Task, mesh, teacher: Optional[Trained]):
+    """(teacher_fn, teacher_vars) for the student step, or (None, None) without a teacher.
+
+    With `student.cache_teacher` the frozen teacher's probabilities on every training input
+    are computed once here and the step looks them up, skipping the teacher forward pass.
+    That is exact only when training inputs are not randomly augmented (text).
+    """
+    if teacher is None:
+        return None, None
+    if not config.student.cache_teacher:
+        return steps.model_teacher(teacher.model_def), (teacher.params, teacher.model_state)
+    if task.augmented:
+        raise ValueError("student.cache_teacher=True needs un-augmented training inputs, but "
+                         "this task augments them; set data.augment=False or "
+                         "student.cache_teacher=False.")
+    predict = steps.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
+    logits = evaluate.predict_logits(predict, teacher.params, teacher.model_state,
+                                     task.train.images, batch_size=config.eval.batch_size,
+                                     mesh=mesh)
+    probs = jax.nn.softmax(jnp.asarray(logits), axis=-1)
+    logging.info("cached teacher probabilities for %d training inputs", len(logits))
+    return steps.cached_teacher, put_replicated(probs, mesh)
+
+
+def build_stage(name: str, config, task: Task, mesh, teacher_fn=None):
     """Model, optimiser, initial state and jitted step of the teacher or student stage."""
     cfg = config.teacher if name == "teacher" else config.student
     check_batch_size(cfg.batch_size, mesh, f"{name}.batch_size")
@@ -93,10 +117,9 @@ def build_stage(name: str, config, task: Task, mesh, teacher: Optional[Trained] 
     seed = config.seed + (0 if name == "teacher" else 1)
     model_def, tx, state = _init_state(task, cfg, seed, total, spe)
     if name == "teacher":
-        objective, teacher_fn = objectives.teacher_objective(cfg), None
+        objective = objectives.teacher_objective(cfg)
     else:
         objective = objectives.student_objective(cfg)
-        teacher_fn = None if teacher is None else steps.model_teacher(teacher.model_def)
     step_fn = steps.make_train_step(model_def, tx, objective, task.augment,
                                     batch_size=cfg.batch_size, steps_per_epoch=spe, mesh=mesh,
                                     teacher=teacher_fn)
@@ -108,9 +131,10 @@ def run_training_stage(name: str, config, workdir: str, task: Task, mesh,
                        teacher: Optional[Trained] = None) -> Trained:
     """Trains (or resumes) the teacher or the student and returns it."""
     cfg = config.teacher if name == "teacher" else config.student
-    model_def, state, step_fn, spe, total, lr_fn = build_stage(name, config, task, mesh, teacher)
+    teacher_fn, teacher_vars = teacher_for_student(config, task, mesh, teacher)
+    model_def, state, step_fn, spe, total, lr_fn = build_stage(name, config, task, mesh,
+                                                               teacher_fn)
     run = _stage_run(name, cfg, config, workdir, task, step_fn, spe, total, lr_fn)
-    teacher_vars = None if teacher is None else (teacher.params, teacher.model_state)
     writer = MetricWriter(workdir, name)
     try:
         state = train_stage(run, state, task.train.images, task.train.labels, mesh=mesh,

