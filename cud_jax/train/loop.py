@@ -8,6 +8,7 @@ the step, so a run killed at any point and restarted replays exactly the same ba
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from typing import Any, Callable, Optional
@@ -81,6 +82,19 @@ def _flush(pending: list, run: StageRun, writer: MetricWriter, last_good: int) -
     return record
 
 
+def max_steps_in_flight() -> int:
+    """How many dispatched steps may be unfinished when the host moves on.
+
+    On accelerators two in flight keep the device busy while Python dispatches. With several
+    emulated CPU devices, one: their collectives rendezvous on a shared thread pool, and when
+    queued steps let devices drift apart, threads blocked in a later step's all-reduce can
+    starve a device still in the earlier one, a deadlock seen in long CPU runs.
+    """
+    if jax.default_backend() == "cpu" and jax.local_device_count() > 1:
+        return 1
+    return 2
+
+
 def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, writer: MetricWriter,
                 teacher_vars: Any = None) -> TrainState:
     """Trains `state` for `run.total_steps` steps, resuming from `run.checkpoint_dir`.
@@ -112,6 +126,8 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     key = jax.random.PRNGKey(run.seed)
     progress = Progress(run.name, run.total_steps, run.batch_size, start_step=start)
     pending: list = []
+    in_flight: collections.deque = collections.deque()
+    limit = max_steps_in_flight()
     last_good = start
     epoch = None
     try:
@@ -120,6 +136,9 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
                 epoch = step // run.steps_per_epoch
                 perm = permutation(run.seed, epoch)
             state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars)
+            in_flight.append(metrics["loss"])
+            while len(in_flight) >= limit:  # limit 1: wait for this very step
+                in_flight.popleft().block_until_ready()
             done = step + 1
             pending.append((done, metrics))
             save_now = done % run.checkpoint_every == 0 or done == run.total_steps
