@@ -105,12 +105,11 @@ def load_ood_sets(spec: str, *, task_info: dict, data_cfg, data_dir, subset, see
                                               test_subset=subset).test.images
         except (DataNotFoundError, FileNotFoundError, ImportError) as err:
             first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-            logging.warning("OOD set %s skipped: %s", name, first_line)
             print(f"OOD set {name} skipped: {first_line}")
             continue
         if list(images.shape[1:]) != list(task_info["image_shape"]):
-            logging.warning("OOD set %s skipped: images are %s, the model expects %s", name,
-                            images.shape[1:], task_info["image_shape"])
+            print(f"OOD set {name} skipped: its images are {tuple(images.shape[1:])}, the model "
+                  f"expects {tuple(task_info['image_shape'])}")
             continue
         if subset and len(images) > subset:
             images = images[np.random.default_rng(seed).permutation(len(images))[:subset]]
