@@ -29,9 +29,15 @@ COLUMNS = (
     ("cAcc", ("shift", "mean", "accuracy"), True),
     ("cNLL", ("shift", "mean", "nll"), False),
     ("cECE", ("shift", "mean", "ece"), False),
-    ("OOD AUROC", ("ood", "auroc"), True),
-    ("FPR@95", ("ood", "fpr_at_95_tpr"), False),
 )
+
+
+def ood_columns(sets) -> tuple:
+    """Two columns per OOD set: MSP AUROC (higher is better) and FPR at 95% TPR (lower)."""
+    short = {s: s.split("/")[-1].split(":")[-1].replace(".zip", "") for s in sets}
+    return tuple(col for s in sets for col in (
+        (f"AUROC {short[s]}", ("ood", s, "auroc"), True),
+        (f"FPR95 {short[s]}", ("ood", s, "fpr_at_95_tpr"), False)))
 
 
 def _load(workdir: str):
@@ -46,17 +52,15 @@ def _load(workdir: str):
 
 
 def _model_view(report: dict, role: str) -> dict | None:
-    """The model's entry with its shift means and first OOD set's MSP numbers attached."""
+    """The model's entry with its shift means and each OOD set's MSP numbers attached."""
     entry = report["models"].get(role)
     if entry is None:
         return None
     view = dict(entry)
     if "shift" in report and role in report["shift"]["models"]:
         view["shift"] = report["shift"]["models"][role]
-    for set_name, by_model in report.get("ood", {}).items():
-        if role in by_model:
-            view["ood"] = {**by_model[role]["msp"], "set": set_name}
-            break
+    view["ood"] = {set_name: by_model[role]["msp"]
+                   for set_name, by_model in report.get("ood", {}).items() if role in by_model}
     return view
 
 
@@ -80,9 +84,11 @@ def collect(workdirs) -> tuple[dict, dict, list[str]]:
         report, config = loaded
         loss, method = report["teacher_loss"], report["student_method"]
         student = _model_view(report, "student")
+        if method == "ce":
+            loss = None  # trained without a teacher
         if student is not None:
             students.setdefault((loss, method), []).append(student)
-        teacher = _model_view(report, "teacher")
+        teacher = _model_view(report, "teacher") if loss is not None else None
         key = (loss, config.get("seed"), config["teacher"].get("checkpoint") or workdir)
         if teacher is not None and key not in seen_teachers:
             seen_teachers.add(key)
@@ -95,12 +101,12 @@ def _stats(views, path):
     return (float(np.mean(values)), float(np.std(values)), len(values)) if values else None
 
 
-def table(groups: dict, label) -> tuple[list[str], list[list]]:
+def table(groups: dict, label, columns) -> tuple[list[str], list[list]]:
     """Markdown lines and CSV rows for one group dictionary."""
-    names = [c[0] for c in COLUMNS]
-    stats = {key: [_stats(views, path) for _, path, _ in COLUMNS] for key, views in groups.items()}
+    names = [c[0] for c in columns]
+    stats = {key: [_stats(views, path) for _, path, _ in columns] for key, views in groups.items()}
     best = {}
-    for i, (_, _, higher) in enumerate(COLUMNS):
+    for i, (_, _, higher) in enumerate(columns):
         means = [s[i][0] for s in stats.values() if s[i] is not None]
         if means:
             best[i] = max(means) if higher else min(means)
@@ -113,7 +119,7 @@ def table(groups: dict, label) -> tuple[list[str], list[list]]:
             if cell is None:
                 shown.append("–")
                 continue
-            scale = 100 if COLUMNS[i][0] in ("acc", "cAcc") else 1
+            scale = 100 if columns[i][0] in ("acc", "cAcc") else 1
             text = (f"{cell[0] * scale:.2f} ± {cell[1] * scale:.2f}" if scale == 100
                     else f"{cell[0]:.4f} ± {cell[1]:.4f}")
             shown.append(f"**{text}**" if len(stats) > 1 and cell[0] == best.get(i) else text)
@@ -128,10 +134,12 @@ def compare(workdirs, out: str | None = None) -> str:
     students, teachers, skipped = collect(workdirs)
     if not students and not teachers:
         raise SystemExit("No report.json found in the given workdirs.")
-    s_lines, s_rows = table(students, lambda k: f"{k[1]} student ({k[0]} teacher)")
-    t_lines, t_rows = table(teachers, lambda k: f"{k} teacher")
-    ood_sets = sorted({v["ood"]["set"] for views in students.values() for v in views
-                       if "ood" in v})
+    ood_sets = sorted({s for views in (*students.values(), *teachers.values()) for v in views
+                       for s in v["ood"]})
+    columns = COLUMNS + ood_columns(ood_sets)
+    s_lines, s_rows = table(students, lambda k: f"{k[1]} student ({k[0] or 'no'} teacher)",
+                            columns)
+    t_lines, t_rows = table(teachers, lambda k: f"{k} teacher", columns)
     text = "\n".join(
         ["# Comparison", "", f"{len(workdirs) - len(skipped)} runs. Mean ± std over runs "
          "(n = runs with the metric); accuracies in %; best mean of each column in bold. "
@@ -144,8 +152,8 @@ def compare(workdirs, out: str | None = None) -> str:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:
             f.write(text)
-        header = (["run", "n"] + [f"{c[0]} mean" for c in COLUMNS]
-                  + [f"{c[0]} std" for c in COLUMNS])
+        header = (["run", "n"] + [f"{c[0]} mean" for c in columns]
+                  + [f"{c[0]} std" for c in columns])
         with open(os.path.splitext(out)[0] + ".csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
