@@ -195,7 +195,9 @@ def run(config, workdir: str) -> dict:
     teacher = student = None
     needs_teacher = config.student.method != "ce"
 
-    if stage in ("teacher", "all") and not config.teacher.get("checkpoint"):
+    # `all` skips the teacher when nothing needs it (a `ce` student trains on labels alone).
+    trains_teacher = stage == "teacher" or (stage == "all" and needs_teacher)
+    if trains_teacher and not config.teacher.get("checkpoint"):
         teacher = run_training_stage("teacher", config, workdir, task, mesh)
     if stage in ("student", "all"):
         if teacher is None and needs_teacher:
