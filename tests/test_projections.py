@@ -1,7 +1,5 @@
 """Tests for cud_jax.losses.projections: the KL (I-)projection and the box-simplex projection."""
 
-import contextlib
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,27 +11,6 @@ from cud_jax import losses
 from cud_jax.losses import projections
 
 METHODS = ("sort", "newton", "bisection", "auto")
-
-
-@contextlib.contextmanager
-def _enable_x64():
-    """float64 inside the block only, so the flag never leaks into other test files."""
-    try:
-        from jax.experimental import enable_x64  # older JAX
-    except ImportError:
-        enable_x64 = None
-    if enable_x64 is not None:
-        with enable_x64():
-            yield
-    else:
-        with jax.enable_x64(True):
-            yield
-
-
-@pytest.fixture
-def x64():
-    with _enable_x64():
-        yield
 
 
 def _random_probs(rng, shape, scale=2.0, zeros=0.0):
@@ -214,8 +191,8 @@ class TestKLProjectionProperties:
                 cons.append({"type": "ineq", "fun": lambda x, w=w, e=eps: e - x[w].sum(),
                              "jac": lambda x, w=w: -w.astype(float)})
             res = optimize.minimize(
-                lambda x: np.sum(x * np.log(x / p)), np.full(num_classes, 1 / num_classes),
-                jac=lambda x: np.log(x / p) + 1.0, method="SLSQP", constraints=cons,
+                lambda x, p=p: np.sum(x * np.log(x / p)), np.full(num_classes, 1 / num_classes),
+                jac=lambda x, p=p: np.log(x / p) + 1.0, method="SLSQP", constraints=cons,
                 bounds=[(1e-14, 1.0)] * num_classes, options={"ftol": 1e-12, "maxiter": 1000})
             assert res.success, res.message
             np.testing.assert_allclose(q, res.x, atol=1e-6)
@@ -258,6 +235,20 @@ class TestKLProjectionProperties:
         assert np.isfinite(q).all() and (q >= 0).all()
         np.testing.assert_allclose(q.sum(-1), 1.0, atol=1e-5)
 
+    def test_no_gradient_flows_into_the_targets(self):
+        p = jnp.array([0.5, 0.3, 0.2])
+
+        def loss(x):
+            q = losses.kl_projection(jax.nn.softmax(x), n_mask=jnp.array([False, False, True]),
+                                     alpha=0.5, w_mask=None, eps=1.0)
+            r = losses.project_simplex_box(jax.nn.softmax(x), 0.0, jnp.array([0.3, 1.0, 1.0]))
+            return jnp.sum((q + r) * x)
+
+        grad = jax.grad(loss)(jnp.log(p))
+        expected_q = [0.5 * 0.5 / 0.8, 0.3 * 0.5 / 0.8, 0.5]
+        expected_r = [0.3, 0.4, 0.3]
+        np.testing.assert_allclose(grad, np.add(expected_q, expected_r), atol=1e-6)
+
     def test_bfloat16_computes_in_float32(self):
         p = jnp.array([0.5, 0.3, 0.2], jnp.bfloat16)
         q = losses.kl_projection(p, n_mask=jnp.array([False, False, True]), alpha=0.5,
@@ -274,7 +265,9 @@ class TestProjectSimplexBoxHandComputed:
 
     @pytest.mark.parametrize("method", METHODS)
     def test_small_cases(self, method):
-        proj = lambda v, lo, hi: np.asarray(losses.project_simplex_box(v, lo, hi, method=method))
+        def proj(v, lo, hi):
+            return np.asarray(losses.project_simplex_box(v, lo, hi, method=method))
+
         np.testing.assert_allclose(proj(jnp.array([0.5, 0.3, 0.2]), 0.0, 1.0), [0.5, 0.3, 0.2],
                                    atol=1e-6)
         np.testing.assert_allclose(proj(jnp.array([0.6, 0.6, 0.6]), 0.0, 1.0), [1 / 3] * 3,
@@ -305,7 +298,8 @@ def _random_box(rng, shape, kind):
         lower = rng.uniform(0, 1, size=shape) / k
         width = rng.uniform(0, 3, size=shape) / k
         # Widen where needed so that sum(upper) >= 1 (small K can fall short).
-        width *= np.maximum(1.0, (1.2 - lower.sum(-1, keepdims=True)) / width.sum(-1, keepdims=True))
+        short = 1.2 - lower.sum(-1, keepdims=True)
+        width *= np.maximum(1.0, short / width.sum(-1, keepdims=True))
         return v, lower, lower + width
     # "probs": probabilities with a few pinned classes, as target corrections produce.
     v = _random_probs(rng, shape, zeros=0.1)
@@ -323,12 +317,11 @@ class TestProjectSimplexBoxProperties:
     def test_methods_agree_and_feasible(self, kind, num_classes):
         rng = np.random.default_rng(num_classes)
         v, lo, hi = (x.astype(np.float32) for x in _random_box(rng, (64, num_classes), kind))
-        with _enable_x64():
+        with jax.enable_x64(True):
             ref = np.asarray(losses.project_simplex_box(*(jnp.asarray(x, jnp.float64)
                                                           for x in (v, lo, hi)), method="sort"))
         for method in METHODS:
-            q = np.asarray(jax.jit(lambda a, b, c, m=method: losses.project_simplex_box(
-                a, b, c, method=m))(v, lo, hi))
+            q = np.asarray(losses.project_simplex_box(v, lo, hi, method=method))
             assert q.dtype == np.float32
             assert np.isfinite(q).all()
             np.testing.assert_allclose(q, ref, atol=1e-6, err_msg=method)
@@ -344,8 +337,8 @@ class TestProjectSimplexBoxProperties:
                   for m in METHODS}
             for i in range(4):
                 res = optimize.minimize(
-                    lambda x: 0.5 * np.sum((x - v[i]) ** 2), np.clip(v[i], lo[i], hi[i]),
-                    jac=lambda x: x - v[i], method="SLSQP",
+                    lambda x, c=v[i]: 0.5 * np.sum((x - c) ** 2), np.clip(v[i], lo[i], hi[i]),
+                    jac=lambda x, c=v[i]: x - c, method="SLSQP",
                     constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0,
                                   "jac": lambda x: np.ones_like(x)}],
                     bounds=list(zip(lo[i], hi[i])), options={"ftol": 1e-12, "maxiter": 1000})
@@ -365,7 +358,9 @@ class TestProjectSimplexBoxProperties:
     def test_batch_shapes_jit_and_vmap(self, method):
         rng = np.random.default_rng(5)
         v, lo, hi = (x.reshape(2, 3, 7) for x in _random_box(rng, (6, 7), "probs"))
-        f = lambda a, b, c: losses.project_simplex_box(a, b, c, method=method)
+        def f(a, b, c):
+            return losses.project_simplex_box(a, b, c, method=method)
+
         eager = f(v, lo, hi)
         chex.assert_shape(eager, (2, 3, 7))
         np.testing.assert_allclose(jax.jit(f)(v, lo, hi), eager, atol=1e-6)
@@ -374,17 +369,28 @@ class TestProjectSimplexBoxProperties:
 
     def test_newton_iterations_are_few_and_bounded(self):
         rng = np.random.default_rng(6)
+        solve = jax.jit(projections._lam_newton, static_argnums=3)
         v, lo, hi = (jnp.asarray(x, jnp.float32) for x in _random_box(rng, (256, 100), "box"))
-        lam, iterations = projections._lam_newton(v, lo, hi, 64)
+        _, iterations = solve(v, lo, hi, 64)
         assert int(iterations) <= 30
         # The cap is honoured even when it stops the rows early.
-        _, capped = projections._lam_newton(v, lo, hi, 3)
-        assert int(capped) == 3
-        # Around a probability vector with W-Clip-like bounds one pass certifies lam = 0.
-        p = _random_probs(rng, (256, 100))
-        _, iterations = projections._lam_newton(jnp.asarray(p, jnp.float32), 0.0 * p,
-                                                jnp.ones_like(p), 64)
+        _, capped = solve(v, lo, hi, 2)
+        assert int(capped) == 2
+        # Around a probability vector with non-binding bounds one pass settles lam = 0.
+        p = jnp.asarray(_random_probs(rng, (256, 100)), jnp.float32)
+        _, iterations = solve(p, 0.0 * p, jnp.ones_like(p), 64)
         assert int(iterations) <= 2
+
+    def test_many_classes_unpacked_counts(self):
+        # K >= 2**15 keeps the Newton breakpoint counts in separate int32 arrays.
+        rng = np.random.default_rng(9)
+        v = jnp.asarray(_random_probs(rng, (2, 40000), scale=1.0) + 1e-6 * rng.normal(
+            size=(2, 40000)), jnp.float32)
+        upper = jnp.where(jnp.arange(40000) == 3, 1e-6, 1.0)
+        q_newton = losses.project_simplex_box(v, 0.0, upper, method="newton")
+        q_sort = losses.project_simplex_box(v, 0.0, upper, method="sort")
+        np.testing.assert_allclose(q_newton, q_sort, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(q_newton).sum(-1), 1.0, atol=1e-5)
 
     def test_bisection_steps(self):
         v = jnp.array([0.9, 0.5, 0.0])
@@ -411,8 +417,8 @@ class TestWClipIsTheProjection:
     @pytest.mark.parametrize("num_classes", [2, 10, 100])
     def test_both_solvers_return_wclip(self, num_classes):
         rng = np.random.default_rng(7 + num_classes)
-        probs = _random_probs(rng, (512, num_classes), scale=2.0, zeros=0.1).astype(np.float32)
-        labels = rng.integers(0, num_classes, 512)
+        probs = _random_probs(rng, (256, num_classes), scale=2.0, zeros=0.1).astype(np.float32)
+        labels = rng.integers(0, num_classes, 256)
         expected = np.asarray(losses.wclip(probs, labels))
         n_mask, w_mask, alpha, eps, delta = _wclip_setup(probs, labels)
         assert (delta > 0).mean() > 0.3  # the test exercises firing rows
@@ -424,6 +430,16 @@ class TestWClipIsTheProjection:
         for method in METHODS:
             q_box = losses.project_simplex_box(probs, lower, upper, method=method)
             np.testing.assert_allclose(q_box, expected, atol=1e-6, err_msg=method)
+
+    def test_wclip_top_class_ties_match_argmax(self):
+        # wclip finds k* with a max and an index-min (faster than argmax on CPU); ties must
+        # still pick the first maximal class, as jnp.argmax does.
+        probs = jnp.array([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [0.1, 0.1, 0.8]])
+        labels = jnp.array([2, 0, 0])
+        q = losses.wclip(probs, labels)
+        expected = [[0.4 - 0.14, 0.4, 0.2 + 0.14], [0.2 + 0.14, 0.4 - 0.14, 0.4],
+                    [0.1 + 0.4, 0.1, 0.8 - 0.4]]
+        np.testing.assert_allclose(q, expected, atol=1e-6)
 
     def test_w_only_kl_spreads_proportionally_euclid_evenly(self):
         probs = jnp.array([0.1, 0.6, 0.2, 0.1])
