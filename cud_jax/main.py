@@ -5,11 +5,16 @@
         --workdir=runs/c100 --config.data.data_dir=~/data
 
 `--config.x=y` overrides any config field; `--config.stage` picks teacher|student|eval|all.
+
+Multi-process runs start every process with the same command (see launch/README.md);
+`--config.distributed.*` says how they meet when no cluster is detected. Exit status 75
+means the run was stopped by SIGTERM after saving a checkpoint: rerun to resume.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -23,10 +28,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from cud_jax.train import pipeline  # after flag parsing: keeps --help fast
-
     logging.set_verbosity(logging.INFO)
-    report = pipeline.run(_CONFIG.value, os.path.expanduser(_WORKDIR.value))
+    from cud_jax.train import distributed  # after flag parsing: keeps --help fast
+
+    distributed.initialize(_CONFIG.value.get("distributed"))  # before any JAX computation
+    from cud_jax.train import pipeline, preemption
+
+    try:
+        report = pipeline.run(_CONFIG.value, os.path.expanduser(_WORKDIR.value))
+    except preemption.Preempted as stopped:
+        logging.warning("%s", stopped)
+        print(stopped, flush=True)
+        sys.exit(preemption.EXIT_PREEMPTED)
     if report:
         print(f"Report written to {os.path.join(_WORKDIR.value, 'report.md')}")
 

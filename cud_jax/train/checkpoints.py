@@ -59,7 +59,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict:
 
 
 def check_or_write_config(path: str, config_dict: dict, *,
-                          ignore=("stage", "eval", "log_every")) -> None:
+                          ignore=("stage", "eval", "log_every", "distributed")) -> None:
     """Writes the resolved config to `path`, or checks it against the one already there.
 
     Args:
@@ -67,7 +67,8 @@ def check_or_write_config(path: str, config_dict: dict, *,
       config_dict: the config as plain nested dicts.
       ignore: top-level fields allowed to differ between invocations: which stage to run,
         and the evaluation and logging settings, which change no trained weight (so a
-        finished run can be re-evaluated with more corruptions or OOD sets).
+        finished run can be re-evaluated with more corruptions or OOD sets), and the
+        process layout (a run may resume with another number of processes).
 
     Raises:
       ConfigMismatchError: naming each field whose value differs.

@@ -90,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.ood_data_dir = config_dict.placeholder(str)
     c.eval.ood_subset = config_dict.placeholder(int)
     c.eval.plots = True
+    c.distributed = distributed_config()  # process layout of multi-host runs (defined below)
     return c
 
 
@@ -182,3 +183,24 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     c.eval.corruptions = ""  # image corruptions do not apply; OOD comes with the data set
     c.eval.ood_sets = ""
     return c
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+    """How processes find each other in multi-host runs (`cud_jax.train.distributed`).
+
+    Not part of the recipe: a workdir may be resumed with another process layout (the
+    config guard ignores this block), as long as the device count stays the same.
+    """
+    d = ml_collections.ConfigDict()
+    # auto: start jax.distributed when the fields below are set, or under a multi-task SLURM
+    # step, a multi-rank Open MPI job or on a Cloud TPU VM. true: always. false: never.
+    d.enabled = "auto"
+    d.coordinator_address = config_dict.placeholder(str)  # host:port of process 0
+    d.num_processes = config_dict.placeholder(int)
+    d.process_id = config_dict.placeholder(int)
+    d.local_device_ids = config_dict.placeholder(str)  # e.g. "0,1,2,3": this process's GPUs
+    d.initialization_timeout = 300  # seconds to wait for every process to connect
+    d.cpu_collectives = config_dict.placeholder(str)  # CPU processes: gloo (default) or mpi
+    # Steps between the all-process agreements on a SIGTERM (cud_jax.train.preemption).
+    d.preemption_check_every = 10
+    return d

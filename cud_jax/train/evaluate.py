@@ -11,7 +11,7 @@ import numpy as np
 
 from cud_jax import losses, metrics
 from cud_jax.data.batching import eval_batches
-from cud_jax.train.sharding import batch_sharded
+from cud_jax.train.sharding import batch_sharded, host_to_global, to_host
 
 
 def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch_size: int,
@@ -23,14 +23,16 @@ def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch
       params, model_state: the model's variables.
       inputs: `[N, ...]` stored inputs on the host.
       batch_size: evaluation batch size (a multiple of the device count).
+
+    Multi-process: every process calls it with the same inputs and gets all the logits.
     """
     indices, mask = eval_batches(len(inputs), batch_size)
     sharding = batch_sharded(mesh)
     outputs = []
     for batch_indices in indices:
-        batch = jax.device_put(inputs[batch_indices], sharding)
+        batch = host_to_global(inputs[batch_indices], sharding)  # each process: its shards
         outputs.append(predict_fn(params, model_state, batch))  # dispatched asynchronously
-    logits = np.concatenate([np.asarray(o) for o in outputs])
+    logits = np.concatenate([to_host(o) for o in outputs])  # gathered across processes
     return logits[mask.reshape(-1)]
 
 

@@ -14,12 +14,11 @@ import logging
 from typing import Any, Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cud_jax.data.batching import epoch_permutation
-from cud_jax.train import checkpoints
-from cud_jax.train.sharding import put_replicated
+from cud_jax.train import checkpoints, preemption
+from cud_jax.train.sharding import check_same_everywhere, put_replicated
 from cud_jax.train.state import TrainState
 from cud_jax.train.writers import MetricWriter, Progress
 
@@ -109,19 +108,27 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
 
     Returns:
       The final state (also saved as the last checkpoint).
+
+    Raises:
+      preemption.Preempted: after SIGTERM (see `cud_jax.train.preemption`), once the
+        checkpoint of the step where every process agreed to stop is written.
     """
     manager = checkpoints.open_manager(run.checkpoint_dir, keep=run.keep)
+    # Placed first, so the checkpoint is restored straight into the mesh's shardings (any
+    # process count with the same device count).
+    state = put_replicated(state, mesh)
     restored = checkpoints.restore_latest(manager, state)
     if restored is not None:
         state = restored
         logging.info("[%s] resumed from step %d", run.name, int(state.step))
-    state = put_replicated(state, mesh)
     start = int(state.step)
     if start >= run.total_steps:
         manager.close()
         return state
 
-    inputs, labels = put_replicated((jnp.asarray(inputs), jnp.asarray(labels)), mesh)
+    inputs, labels = np.asarray(inputs), np.asarray(labels)
+    check_same_everywhere((inputs, labels), f"{run.name} training data")
+    inputs, labels = put_replicated((inputs, labels), mesh)
     permutation = _permutation_fn(run.num_examples, mesh)
     key = jax.random.PRNGKey(run.seed)
     progress = Progress(run.name, run.total_steps, run.batch_size, start_step=start)
@@ -141,13 +148,16 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
                 in_flight.popleft().block_until_ready()
             done = step + 1
             pending.append((done, metrics))
-            save_now = done % run.checkpoint_every == 0 or done == run.total_steps
+            stop = preemption.stop_requested(done)  # the same answer on every process
+            save_now = stop or done % run.checkpoint_every == 0 or done == run.total_steps
             if done % run.log_every == 0 or save_now:
                 record = _flush(pending, run, writer, last_good)
                 progress.update(done, record)
             if save_now:
                 checkpoints.save(manager, done, state)
                 last_good = done
+            if stop:
+                raise preemption.Preempted(run.name, done, run.checkpoint_dir)
     finally:
         # Also on an interrupt: let an in-flight asynchronous save finish, so the restart
         # finds it.

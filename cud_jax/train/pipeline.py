@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cud_jax.train import checkpoints, evaluate, objectives, optim, report, steps
+from cud_jax.train import (checkpoints, distributed, evaluate, objectives, optim, preemption,
+                           report, steps)
 from cud_jax.train.loop import StageRun, train_stage
 from cud_jax.train.sharding import check_batch_size, make_mesh, put_replicated
 from cud_jax.train.state import TrainState, create_train_state, split_model
@@ -155,7 +156,8 @@ def load_trained(name: str, config, workdir: str, task: Task, mesh) -> Trained:
     fix = (f"Run `--config.stage={name}` (or `all`) first"
            + (", or set --config.teacher.checkpoint to a teacher checkpoint directory."
               if name == "teacher" else "."))
-    state = put_replicated(_restore_or_fail(directory, template, name, fix), mesh)
+    template = put_replicated(template, mesh)  # restored straight into the mesh's shardings
+    state = _restore_or_fail(directory, template, name, fix)
     if int(state.step) < total:
         logging.warning("%s checkpoint is at step %d of %d: it is not fully trained.", name,
                         int(state.step), total)
@@ -184,26 +186,34 @@ def write_run_info(config, workdir: str, mesh) -> None:
 
 
 def run(config, workdir: str) -> dict:
-    """Runs `config.stage` of the pipeline in `workdir`; returns the report when evaluating."""
+    """Runs `config.stage` of the pipeline in `workdir`; returns the report when evaluating.
+
+    Multi-process (`config.distributed`): every process runs this with the same config; the
+    mesh spans all their devices. On SIGTERM the training stage in progress saves a
+    checkpoint and raises `preemption.Preempted` (see `cud_jax.train.preemption`).
+    """
     if config.stage not in STAGES:
         raise ValueError(f"Unknown stage {config.stage!r}; valid values: {', '.join(STAGES)}.")
+    distributed.initialize(config.get("distributed"))  # before JAX computes anything
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh()
-    write_run_info(config, workdir, mesh)
+    distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
     task = build_task(config.data)
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"
+    check_every = (config.get("distributed") or {}).get("preemption_check_every", 10)
 
     # `all` skips the teacher when nothing needs it (a `ce` student trains on labels alone).
     trains_teacher = stage == "teacher" or (stage == "all" and needs_teacher)
-    if trains_teacher and not config.teacher.get("checkpoint"):
-        teacher = run_training_stage("teacher", config, workdir, task, mesh)
-    if stage in ("student", "all"):
-        if teacher is None and needs_teacher:
-            teacher = load_trained("teacher", config, workdir, task, mesh)
-        student = run_training_stage("student", config, workdir, task, mesh,
-                                     teacher if needs_teacher else None)
+    with preemption.handle_sigterm(check_every):
+        if trains_teacher and not config.teacher.get("checkpoint"):
+            teacher = run_training_stage("teacher", config, workdir, task, mesh)
+        if stage in ("student", "all"):
+            if teacher is None and needs_teacher:
+                teacher = load_trained("teacher", config, workdir, task, mesh)
+            student = run_training_stage("student", config, workdir, task, mesh,
+                                         teacher if needs_teacher else None)
     if stage not in ("eval", "all"):
         return {}
     return report.evaluate_run(config, workdir, task, mesh, teacher=teacher, student=student,
