@@ -42,8 +42,8 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def label_array(labels, scores: jax.Array, name: str = "labels", *, allow_unlabeled: bool = False
-                ) -> jax.Array:
+def label_array(labels, scores: jax.Array, name: str = "labels", *, allow_unlabeled: bool = False,
+                mask=None) -> jax.Array:
     """Checks integer labels against a `[..., K]` score array and returns them as int32.
 
     Args:
@@ -51,6 +51,8 @@ def label_array(labels, scores: jax.Array, name: str = "labels", *, allow_unlabe
       scores: the logits or probabilities the labels index into.
       name: argument name used in error messages.
       allow_unlabeled: if true, a negative label marks an unlabeled example.
+      mask: optional `[...]` booleans; the range is checked on kept (True) rows only, so
+        padded rows may carry any placeholder label.
     """
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -63,13 +65,16 @@ def label_array(labels, scores: jax.Array, name: str = "labels", *, allow_unlabe
             f"`{name}` has shape {labels.shape} but must equal the scores' shape without the "
             f"class axis, {scores.shape[:-1]}."
         )
-    if _is_concrete(labels) and labels.size:
+    if _is_concrete(labels) and _is_concrete(mask):
         values = np.asarray(labels)
+        if mask is not None:
+            values = values[np.asarray(mask)]
         low = -np.inf if allow_unlabeled else 0
         num_classes = scores.shape[-1]
-        if values.max() >= num_classes or values.min() < low:
+        if values.size and (values.max() >= num_classes or values.min() < low):
             raise ValueError(
-                f"`{name}` must lie in [0, {num_classes}) for {num_classes} classes"
+                f"`{name}`{' of unmasked examples' if mask is not None else ''} must lie in "
+                f"[0, {num_classes}) for {num_classes} classes"
                 + (" (or be negative for unlabeled examples)" if allow_unlabeled else "")
                 + f"; got values in [{values.min()}, {values.max()}]."
             )

@@ -89,30 +89,9 @@ def _check_mask(mask, batch_shape: tuple[int, ...]) -> jax.Array:
 
 
 def _check_labels(labels, probs: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Integer labels of the right shape. The range is checked (eagerly, on concrete values)
-    on kept rows only, so padded rows may carry any placeholder label such as -1."""
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(
-            f"`labels` must hold integer class indices, got dtype {labels.dtype} "
-            "(one-hot labels are not accepted: pass argmax(one_hot, -1))."
-        )
-    if labels.shape != probs.shape[:-1]:
-        raise ValueError(
-            f"`labels` has shape {labels.shape} but must equal the probabilities' shape "
-            f"without the class axis, {probs.shape[:-1]}."
-        )
-    if not isinstance(labels, jax.core.Tracer) and not isinstance(mask, jax.core.Tracer):
-        kept = np.asarray(labels)
-        if mask is not None:
-            kept = kept[np.asarray(mask)]
-        num_classes = probs.shape[-1]
-        if kept.size and (kept.min() < 0 or kept.max() >= num_classes):
-            raise ValueError(
-                f"`labels` of unmasked examples must lie in [0, {num_classes}); got values in "
-                f"[{kept.min()}, {kept.max()}]."
-            )
-    return labels.astype(jnp.int32)
+    """Integer labels of the right shape; the range is checked on unmasked rows only, so
+    padded rows may carry any placeholder label such as -1."""
+    return _validate.label_array(labels, probs, mask=mask)
 
 
 @dataclasses.dataclass(frozen=True)

