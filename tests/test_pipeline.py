@@ -83,3 +83,17 @@ def test_student_stage_without_a_teacher_says_how_to_get_one(tmp_path):
     config.stage = "student"
     with pytest.raises(FileNotFoundError, match="stage=teacher"):
         pipeline.run(config, str(tmp_path))
+
+
+def test_eval_stage_on_checkpoints_given_by_path(workdir, tmp_path):
+    config = _load_quickstart()
+    config.stage = "eval"
+    config.teacher.checkpoint = os.path.join(workdir, "checkpoints", "teacher")
+    config.student.checkpoint = os.path.join(workdir, "checkpoints", "student")
+    config.eval.corruptions = ""
+    report = pipeline.run(config, str(tmp_path / "elsewhere"))
+    with open(os.path.join(workdir, "report.json")) as f:
+        original = json.load(f)
+    for name in ("teacher", "student"):
+        assert report["models"][name]["clean"]["accuracy"] == pytest.approx(
+            original["models"][name]["clean"]["accuracy"])

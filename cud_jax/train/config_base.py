@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.student.epochs = 240.0
     c.student.batch_size = 64
     c.student.dtype = "float32"
+    c.student.checkpoint = config_dict.placeholder(str)  # evaluate a student trained elsewhere
     # Compute the frozen teacher's probabilities on the training inputs once (exact only
     # without random augmentation, i.e. for text); the student step then skips the teacher.
     c.student.cache_teacher = False

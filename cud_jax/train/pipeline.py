@@ -146,16 +146,15 @@ def run_training_stage(name: str, config, workdir: str, task: Task, mesh,
 
 
 def load_trained(name: str, config, workdir: str, task: Task, mesh) -> Trained:
-    """Restores a trained teacher or student from its checkpoints (or `teacher.checkpoint`)."""
+    """Restores a trained teacher or student from the workdir, or from `<stage>.checkpoint`."""
     cfg = config.teacher if name == "teacher" else config.student
     spe, total = num_steps(len(task.train), cfg.batch_size, cfg.epochs)
     model_def, _, template = _init_state(task, cfg, config.seed, total, spe)
     directory = os.path.join(workdir, "checkpoints", name)
-    if name == "teacher" and cfg.get("checkpoint"):
+    if cfg.get("checkpoint"):  # a model trained elsewhere (e.g. to evaluate it here)
         directory = cfg.checkpoint
-    fix = (f"Run `--config.stage={name}` (or `all`) first"
-           + (", or set --config.teacher.checkpoint to a teacher checkpoint directory."
-              if name == "teacher" else "."))
+    fix = (f"Run `--config.stage={name}` (or `all`) first, or set --config.{name}.checkpoint "
+           f"to a {name} checkpoint directory.")
     template = put_replicated(template, mesh)  # restored straight into the mesh's shardings
     state = _restore_or_fail(directory, template, name, fix)
     if int(state.step) < total:
@@ -204,12 +203,13 @@ def run(config, workdir: str) -> dict:
     needs_teacher = config.student.method != "ce"
     check_every = (config.get("distributed") or {}).get("preemption_check_every", 10)
 
-    # `all` skips the teacher when nothing needs it (a `ce` student trains on labels alone).
+    # `all` skips the teacher when nothing needs it (a `ce` student trains on labels alone),
+    # and any model given by `<stage>.checkpoint` (it is only evaluated).
     trains_teacher = stage == "teacher" or (stage == "all" and needs_teacher)
     with preemption.handle_sigterm(check_every):
         if trains_teacher and not config.teacher.get("checkpoint"):
             teacher = run_training_stage("teacher", config, workdir, task, mesh)
-        if stage in ("student", "all"):
+        if stage in ("student", "all") and not config.student.get("checkpoint"):
             if teacher is None and needs_teacher:
                 teacher = load_trained("teacher", config, workdir, task, mesh)
             student = run_training_stage("student", config, workdir, task, mesh,
