@@ -50,11 +50,17 @@ def time_call(fn, *, repeats: int = 5, number: int = 1) -> float:
     return times[len(times) // 2]
 
 
+def _portable(text: str) -> str:
+    """This machine's paths written relative to the repository (results are committed)."""
+    parent = os.path.dirname(REPO)
+    return text.replace(REPO, "<repo>").replace(parent, "<repo>/..")
+
+
 def write_results(name: str, markdown: str, payload: dict) -> None:
     """Writes results/NAME.md and results/NAME.json."""
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, name + ".md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
+        f.write(_portable(markdown))
     with open(os.path.join(RESULTS, name + ".json"), "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
+        f.write(_portable(json.dumps(payload, indent=2)))
     print(f"wrote results/{name}.md and .json")

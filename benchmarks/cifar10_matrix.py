@@ -74,6 +74,7 @@ def main():
     parser.add_argument("--workroot", default=os.path.join(REPO, "runs", "cifar10_cpu"))
     parser.add_argument("--name", default="cifar10_cpu")
     parser.add_argument("--rerun_reports", action="store_true")
+    parser.add_argument("--note", default="", help="a line appended to the set-up text")
     args = parser.parse_args()
     if not os.path.exists(args.data):
         sys.exit(f"CIFAR-10 images not found at {args.data}; pass --data=PATH to "
@@ -90,7 +91,7 @@ def main():
              f"far from the 240-epoch recipe. Shift: 14 corruptions at severities "
              f"{args.severities} on {args.shift_subset} test images. OOD: uniform noise and "
              f"Omniglot characters ({args.ood_subset} each; SVHN and CIFAR-100 are not available "
-             f"offline and were skipped).")
+             f"offline and were skipped). {args.note}").strip()
     summarise(args.name, f"CIFAR-10 distillation on CPU: {args.teacher} -> {args.student}",
               setup, runs, time.perf_counter() - start)
 

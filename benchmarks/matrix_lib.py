@@ -21,6 +21,32 @@ from cud_jax import compare
 from cud_jax.train import pipeline
 
 
+def _timed(workdir: str, fn) -> float | None:
+    """Runs fn and returns the run's wall time, recorded in WORKDIR/timing.json.
+
+    Only a call that trained (metrics.jsonl grew) is timed: one that found everything done
+    returns what was recorded when the work happened (None if nothing was).
+    """
+    log = os.path.join(workdir, "metrics.jsonl")
+    size = lambda: os.path.getsize(log) if os.path.exists(log) else 0  # noqa: E731
+    before, start = size(), time.perf_counter()
+    fn()
+    if size() == before:
+        return _recorded_seconds(workdir)
+    seconds = time.perf_counter() - start
+    with open(os.path.join(workdir, "timing.json"), "w", encoding="utf-8") as f:
+        json.dump({"wall_seconds": seconds}, f)
+    return seconds
+
+
+def _recorded_seconds(workdir: str) -> float | None:
+    path = os.path.join(workdir, "timing.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["wall_seconds"]
+
+
 def run_matrix(pairs, seeds, workroot: str, make_config: Callable, *,
                rerun_reports: bool = False) -> list[dict]:
     """Runs every (teacher_loss, method) pair for every seed; returns one record per student.
@@ -39,22 +65,24 @@ def run_matrix(pairs, seeds, workroot: str, make_config: Callable, *,
                 if teacher_loss not in teacher_seconds:
                     teacher_config = make_config(seed, teacher_loss, method)
                     teacher_config.stage = "teacher"
-                    start = time.perf_counter()
-                    pipeline.run(teacher_config, teacher_dir)
-                    teacher_seconds[teacher_loss] = time.perf_counter() - start
+                    teacher_seconds[teacher_loss] = _timed(
+                        teacher_dir, lambda: pipeline.run(teacher_config, teacher_dir))
                 config.teacher.checkpoint = os.path.abspath(
                     os.path.join(teacher_dir, "checkpoints", "teacher"))
-            start = time.perf_counter()
             report_path = os.path.join(workdir, "report.json")
             if os.path.exists(report_path) and not rerun_reports:
                 with open(report_path, encoding="utf-8") as f:  # a finished run: reuse it
                     report = json.load(f)
+                seconds = _recorded_seconds(workdir)
             else:
-                report = pipeline.run(config, workdir)
+                holder = {}
+                seconds = _timed(workdir, lambda: holder.setdefault(
+                    "report", pipeline.run(config, workdir)))
+                report = holder["report"]
             runs.append({"seed": seed, "teacher_loss": teacher_loss, "method": method,
                          "workdir": os.path.relpath(workdir, REPO),
                          "teacher_seconds": teacher_seconds.get(teacher_loss),
-                         "student_seconds": time.perf_counter() - start, "report": report})
+                         "student_seconds": seconds, "report": report})
             accuracy = report["models"]["student"]["clean"]["accuracy"]
             print(json.dumps({k: runs[-1][k] for k in ("seed", "teacher_loss", "method")}),
                   f"student accuracy {accuracy:.4f}", flush=True)
@@ -72,17 +100,20 @@ def summarise(name: str, title: str, setup: str, runs: list[dict], wall: float) 
         if teacher and "wclip_fire_rate_test" in teacher:
             fire.setdefault(r["teacher_loss"], set()).add(
                 (r["seed"], teacher["wclip_fire_rate_test"]))
+    minutes = lambda s: "n/a" if s is None else f"{s / 60:.1f}"  # noqa: E731
     timing = [f"| {r['seed']} | {r['teacher_loss']} | {r['method']} | "
-              f"{(r['teacher_seconds'] or 0) / 60:.1f} | {r['student_seconds'] / 60:.1f} |"
+              f"{minutes(r['teacher_seconds'])} | {minutes(r['student_seconds'])} |"
               for r in runs]
     lines = [f"# {title}", "", f"Command: `python {meta['command']}`  ",
-             f"Commit {meta['commit']}, {meta['date']}, {meta['hardware']}, jax {meta['jax']}, "
-             f"total wall time {wall / 60:.1f} min.", "", setup, "", table.strip(), "",
+             f"Commit {meta['commit']}, {meta['date']}, {meta['hardware']}, jax {meta['jax']}; "
+             f"this invocation took {wall / 60:.1f} min (finished runs are read back, not "
+             "rerun).", "", setup, "", table.strip(), "",
              "W-Clip firing rate of the teachers on test inputs (mean over seeds): "
              + ", ".join(f"{loss} {np.mean([v for _, v in vals]):.3f}"
                          for loss, vals in fire.items()) + ".", "",
-             "Wall time per run (minutes; the teacher is counted once per loss and seed, with "
-             "its first student; student time includes evaluation):", "",
+             "Wall time per run in minutes, as recorded when it ran (the teacher once per loss "
+             "and seed, with its first student; student time includes evaluation; n/a: not "
+             "recorded, runs made before timing was recorded):", "",
              "| seed | teacher loss | method | teacher | student + eval |", "|---|---|---|---|---|",
              *timing]
     markdown = "\n".join(lines) + "\n"

@@ -32,9 +32,17 @@ COLUMNS = (
 )
 
 
+def short_set_name(name: str) -> str:
+    """`images:/a/b/omniglot.zip` -> `omniglot`, `noise:uniform` -> `uniform`."""
+    base = name.rstrip("/").split("/")[-1].split(":")[-1]
+    for suffix in (".tar.gz", ".tgz", ".zip", ".tar"):
+        base = base[: -len(suffix)] if base.endswith(suffix) else base
+    return base
+
+
 def ood_columns(sets) -> tuple:
     """Two columns per OOD set: MSP AUROC (higher is better) and FPR at 95% TPR (lower)."""
-    short = {s: s.split("/")[-1].split(":")[-1].replace(".zip", "") for s in sets}
+    short = {s: short_set_name(s) for s in sets}
     return tuple(col for s in sets for col in (
         (f"AUROC {short[s]}", ("ood", s, "auroc"), True),
         (f"FPR95 {short[s]}", ("ood", s, "fpr_at_95_tpr"), False)))
@@ -145,7 +153,8 @@ def compare(workdirs, out: str | None = None) -> str:
          "(n = runs with the metric); accuracies in %; best mean of each column in bold. "
          "ECE (TS): after temperature scaling fitted on validation; cAcc/cNLL/cECE: means "
          "over corruptions and severities; OOD: maximum softmax probability on "
-         f"{', '.join(ood_sets) or 'no OOD set'}.", "", "## Students", ""] + s_lines
+         f"{', '.join(short_set_name(s) for s in ood_sets) or 'no OOD set'}.", "",
+         "## Students", ""] + s_lines
         + ["", "## Teachers", ""] + t_lines
         + ([""] + [f"Skipped (no report): {w}" for w in skipped] if skipped else [])) + "\n"
     if out:

@@ -141,6 +141,8 @@ def test_config_guard_names_the_differing_fields(tmp_path):
     config.stage = "eval"
     config.eval.corruptions = "contrast"
     checkpoints.check_or_write_config(path, config.to_dict())  # stage and eval may change
+    config.student.new_optional_field = None  # added by a later version, unset: compatible
+    checkpoints.check_or_write_config(path, config.to_dict())
     config.student.temperature = 2.0
     config.teacher.model = "resnet56"
     with pytest.raises(checkpoints.ConfigMismatchError,

@@ -77,9 +77,14 @@ def check_or_write_config(path: str, config_dict: dict, *,
         with open(path, encoding="utf-8") as f:
             old = _flatten(json.load(f))
         new = _flatten(json.loads(json.dumps(config_dict)))
-        skip = lambda k: k.split(".")[0] in ignore  # noqa: E731
-        diffs = sorted(k for k in set(old) | set(new)
-                       if not skip(k) and old.get(k, "<absent>") != new.get(k, "<absent>"))
+        def differs(key: str) -> bool:
+            if key.split(".")[0] in ignore:
+                return False
+            if key not in old and new[key] is None:
+                return False  # an optional field added since the run was made, left unset
+            return old.get(key, "<absent>") != new.get(key, "<absent>")
+
+        diffs = sorted(k for k in set(old) | set(new) if differs(k))
         if diffs:
             lines = [f"  {k}: workdir has {old.get(k, '<absent>')!r}, now "
                      f"{new.get(k, '<absent>')!r}" for k in diffs]
