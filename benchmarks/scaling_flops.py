@@ -68,7 +68,7 @@ def main() -> None:
                        ("BERT 4L-256", "bert_small:L=4,H=256,A=4,I=1024")):
         rows.append(measure(name, lambda s=spec: models.create_text_model(
             s, num_classes=150, rngs=nnx.Rngs(0)), tokens))
-    print(f"| model | input | fwd GFLOPs/ex | fwd+bwd GFLOPs/ex | bwd/fwd | params (M) |")
+    print("| model | input | fwd GFLOPs/ex | fwd+bwd GFLOPs/ex | bwd/fwd | params (M) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         what = "32x32x3" if r["model"].startswith("resnet") else f"{args.seq_len} tokens"

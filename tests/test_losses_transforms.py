@@ -1,7 +1,6 @@
 """Every public loss under jit, vmap and extra leading batch axes gives the same values."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -24,7 +24,6 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from cud_jax.train import (checkpoints, distributed, evaluate, objectives, optim, preemption,
