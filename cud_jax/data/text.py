@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from cud_jax.data._sources import call_source
 from cud_jax.data.containers import Split
 from cud_jax.data.errors import DataNotFoundError
 from cud_jax.data.tokenization import WordPieceTokenizer, load_tokenizer
@@ -332,15 +332,8 @@ def load_tfds_text(name: str, data_dir=None, *, text_field: str | None = None,
 # load_text.
 
 
-def _call_source(name: str, source: TextSource, data_dir, kwargs) -> RawText:
-    try:
-        inspect.signature(source).bind(data_dir, **kwargs)
-    except TypeError:
-        params = [p.name for p in list(inspect.signature(source).parameters.values())[1:]
-                  if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        raise TypeError(f"load_text({name!r}) got unknown option(s) {sorted(kwargs)}; this "
-                        f"source accepts {params}.") from None
-    return source(data_dir, **kwargs)
+def _call_source(name: str, source: TextSource, data_dir, kwargs):
+    return call_source("load_text", name, source, data_dir, kwargs)
 
 
 def _take(split: TextSplit, idx: np.ndarray) -> TextSplit:

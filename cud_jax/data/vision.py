@@ -19,12 +19,12 @@ share their validation set. Built-in sources:
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import numpy as np
 
 from cud_jax.data import cifar, image_folder, synthetic, tfds_source
+from cud_jax.data._sources import call_source
 from cud_jax.data.containers import RawVision, Split, VisionData
 
 VisionSource = Callable[..., RawVision]
@@ -56,16 +56,8 @@ register_vision_source("image_folder", image_folder.load_image_folder)
 register_vision_source("synthetic", synthetic.load_synthetic)
 
 
-def _call_source(name: str, source: VisionSource, data_dir, kwargs) -> RawVision:
-    """Calls a source, turning a mistyped option into an error that lists the valid ones."""
-    try:
-        inspect.signature(source).bind(data_dir, **kwargs)
-    except TypeError:
-        params = [p.name for p in list(inspect.signature(source).parameters.values())[1:]
-                  if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        raise TypeError(f"load_vision({name!r}) got unknown option(s) {sorted(kwargs)}; "
-                        f"this source accepts {params}.") from None
-    return source(data_dir, **kwargs)
+def _call_source(name: str, source: VisionSource, data_dir, kwargs):
+    return call_source("load_vision", name, source, data_dir, kwargs)
 
 
 def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
