@@ -28,7 +28,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
+    # Progress goes to stdout; library INFO logs (Orbax prints one per checkpoint) stay quiet.
+    logging.set_verbosity(logging.WARNING)
     from cud_jax.train import distributed  # after flag parsing: keeps --help fast
 
     distributed.initialize(_CONFIG.value.get("distributed"))  # before any JAX computation

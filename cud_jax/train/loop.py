@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
 from typing import Any, Callable, Optional
 
 import jax
@@ -120,7 +119,8 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     restored = checkpoints.restore_latest(manager, state)
     if restored is not None:
         state = restored
-        logging.info("[%s] resumed from step %d", run.name, int(state.step))
+        if jax.process_index() == 0:
+            print(f"[{run.name}] resumed from step {int(state.step)} ({run.checkpoint_dir})")
     start = int(state.step)
     if start >= run.total_steps:
         manager.close()
