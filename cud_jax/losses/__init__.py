@@ -15,5 +15,5 @@ from cud_jax.losses.classification import (
 from cud_jax.losses.distillation import cud_student_loss, dkd_loss, kd_loss, temper_probs
 from cud_jax.losses.dus import dus_gate, dus_teacher_loss
 from cud_jax.losses.projections import kl_projection, project_simplex_box
-from cud_jax.losses.wclip import WClipStats, wclip, wclip_delta, wclip_stats
+from cud_jax.losses.wclip import WClipStats, top_class, wclip, wclip_delta, wclip_stats
 from cud_jax.losses.temperature import fit_temperature, temperature_scale
