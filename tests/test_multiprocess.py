@@ -244,11 +244,11 @@ def test_sigterm_saves_the_current_step_and_the_rerun_finishes_the_same(tmp_path
     def signal_at_step_3(run):
         real, calls = run.step_fn, []
 
-        def step(*args):
+        def step(*args, **kwargs):
             calls.append(1)
             if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets a flag
-            return real(*args)
+            return real(*args, **kwargs)
 
         run.step_fn = step
 

@@ -51,6 +51,9 @@ def text_run(tmp_path_factory):
         stage.epochs, stage.batch_size, stage.lr = 20.0, 16, 3e-3
     config.eval.batch_size = 32
     config.log_every = 2
+    # Utterances of 2-5 words are 4-7 WordPieces, padded to 8: three buckets of training
+    # batches (and evaluation batches) instead of one.
+    config.data.length_buckets = (4, 6)
     report = pipeline.run(config, str(root / "run"))
     return report
 
@@ -63,6 +66,9 @@ def test_text_run_reports_both_models_and_out_of_scope_detection(text_run):
     ood = text_run["ood"]["out_of_scope"]
     assert ood["num_ood"] == 12 and 0.0 <= ood["student"]["msp"]["auroc"] <= 1.0
     assert "shift" not in text_run
+    buckets = text_run["dataset"]["train_buckets"]
+    assert set(buckets) == {"4", "6", "8"} or set(buckets) == {4, 6, 8}
+    assert sum(buckets.values()) == text_run["dataset"]["train_size"]
 
 
 def test_vocabulary_mismatch_is_caught(tmp_path):

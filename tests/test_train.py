@@ -99,11 +99,11 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     task, run, state = _stage(tmp_path / "killed", mesh)
     real_step, calls = run.step_fn, []
 
-    def dying_step(*args):
+    def dying_step(*args, **kwargs):
         if len(calls) == 5:  # killed during step 6, after the checkpoint at step 3
             raise KeyboardInterrupt
         calls.append(1)
-        return real_step(*args)
+        return real_step(*args, **kwargs)
 
     run.step_fn = dying_step
     writer = MetricWriter(str(tmp_path / "killed"), "teacher")

@@ -13,7 +13,8 @@ path searched and the file or command that supplies it.
 """
 
 from cud_jax.data.augment import normalize, random_crop_flip
-from cud_jax.data.batching import epoch_permutation, eval_batches, num_steps_per_epoch
+from cud_jax.data.batching import (bucketed_epoch, bucketed_steps_per_epoch, epoch_permutation,
+                                   eval_batches, example_widths, num_steps_per_epoch)
 from cud_jax.data.cifar import load_cifar
 from cud_jax.data.containers import RawVision, Split, VisionData, make_split
 from cud_jax.data.errors import DataNotFoundError

@@ -59,7 +59,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict:
 
 
 def check_or_write_config(path: str, config_dict: dict, *,
-                          ignore=("stage", "eval", "log_every", "distributed")) -> None:
+                          ignore=("stage", "eval", "log_every", "distributed", "parallel")
+                          ) -> None:
     """Writes the resolved config to `path`, or checks it against the one already there.
 
     Args:
@@ -67,8 +68,10 @@ def check_or_write_config(path: str, config_dict: dict, *,
       config_dict: the config as plain nested dicts.
       ignore: top-level fields allowed to differ between invocations: which stage to run,
         and the evaluation and logging settings, which change no trained weight (so a
-        finished run can be re-evaluated with more corruptions or OOD sets), and the
-        process layout (a run may resume with another number of processes).
+        finished run can be re-evaluated with more corruptions or OOD sets), the
+        process layout (a run may resume with another number of processes) and the device
+        layout of the state (`parallel`: checkpoints restore into any layout, so a run made
+        before the block existed, or with another `param_sharding`, resumes).
 
     Raises:
       ConfigMismatchError: naming each field whose value differs.

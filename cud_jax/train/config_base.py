@@ -9,6 +9,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from cud_jax.train.sharding import FSDP_MIN_SIZE
+
 #: DUS defaults of PAPER.md section 1.
 DUS_DEFAULTS = dict(lam_ce=1.0, lam_focal=1.0, gamma=10.0, alpha=1.0, lam_h=0.1, tau_gate=0.5,
                     rho=1.0, beta=1.0)
@@ -92,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.ood_subset = config_dict.placeholder(int)
     c.eval.plots = True
     c.distributed = distributed_config()  # process layout of multi-host runs (defined below)
+    c.parallel = parallel_config()  # how the train state is laid out on the mesh (below)
     return c
 
 
@@ -149,7 +152,8 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
 
     Recipe (PAPER.md section 6): BERT-base teacher (bert-base-uncased), 4L-256 student
     (google/bert_uncased_L-4_H-256_A-4; `student=6l` for 6L-768, `4l_scratch` for a random
-    4L-256), AdamW, batch 32, max length 128, weight decay 0.01, gradient clipping 1.0, 10%
+    4L-256), AdamW, batch 32, max length 128 (batches length-bucketed at 16 / 32 / 64 /
+    longest WordPieces), weight decay 0.01, gradient clipping 1.0, 10%
     warm-up then cosine; KD temperature 2, lam_kd 0.8, lam_ce 0.2; teacher probabilities
     cached once (text is not augmented). Learning rates and epochs are our choice (the paper
     gives none): teacher 3e-5 for 5 epochs, student 1e-4 for 10. Checkpoints come from the
@@ -170,6 +174,9 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     c.data.name = dataset
     c.data.tokenizer = MINILM if offline else "bert-base-uncased"
     c.data.max_length = 128
+    # Each batch holds utterances of one bucket and reads only that many token columns;
+    # splits are padded to their longest sequence, which is always the last bucket.
+    c.data.length_buckets = (16, 32, 64)
     c.data.val_size = config_dict.placeholder(int)  # official split, else a 1,000 carve
     c.data.augment = False
     text_optimizer = optimizer_config(optimizer="adamw", weight_decay=0.01, grad_clip=1.0,
@@ -213,3 +220,19 @@ def distributed_config() -> ml_collections.ConfigDict:
     # Steps between the all-process agreements on a SIGTERM (cud_jax.train.preemption).
     d.preemption_check_every = 10
     return d
+
+
+def parallel_config() -> ml_collections.ConfigDict:
+    """How the train state (and the frozen teacher) is laid out on the devices.
+
+    Not part of the recipe: the results are the same in every layout (up to the order of
+    float reductions) and checkpoints restore into any of them, so the config guard ignores
+    this block and a workdir may be resumed with another layout.
+    """
+    p = ml_collections.ConfigDict()
+    # replicated: every device holds the whole state. fsdp: arrays of at least fsdp_min_size
+    # elements are split over the `data` axis (cud_jax.train.sharding.state_sharding), for
+    # models whose parameters and optimiser state do not fit on one device.
+    p.param_sharding = "replicated"
+    p.fsdp_min_size = FSDP_MIN_SIZE
+    return p

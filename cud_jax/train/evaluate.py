@@ -6,6 +6,8 @@ compilation) and the padding is dropped before any metric is computed.
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import jax
 import numpy as np
 
@@ -15,7 +17,7 @@ from cud_jax.train.sharding import batch_sharded, host_to_global, to_host
 
 
 def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch_size: int,
-                   mesh) -> np.ndarray:
+                   mesh, widths_fn: Optional[Callable] = None) -> np.ndarray:
     """Float32 logits `[N, K]` for every stored input, in order.
 
     Args:
@@ -23,9 +25,28 @@ def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch
       params, model_state: the model's variables.
       inputs: `[N, ...]` stored inputs on the host.
       batch_size: evaluation batch size (a multiple of the device count).
+      widths_fn: optional `inputs -> int32 [N]` bucket widths (`Task.widths_fn`): examples
+        are then evaluated bucket by bucket, each batch cut to its bucket's width (one
+        compilation per width), and the logits put back in input order.
 
     Multi-process: every process calls it with the same inputs and gets all the logits.
     """
+    if widths_fn is None or len(inputs) == 0:
+        return _predict_padded(predict_fn, params, model_state, inputs, batch_size, mesh)
+    widths = widths_fn(inputs)
+    logits = None
+    for width in np.unique(widths):
+        members = np.flatnonzero(widths == width)
+        part = _predict_padded(predict_fn, params, model_state, inputs[members, :width],
+                               batch_size, mesh)
+        if logits is None:
+            logits = np.empty((len(inputs), part.shape[1]), part.dtype)
+        logits[members] = part
+    return logits
+
+
+def _predict_padded(predict_fn, params, model_state, inputs, batch_size, mesh) -> np.ndarray:
+    """Logits of every input in fixed-size batches (the last one padded, then dropped)."""
     indices, mask = eval_batches(len(inputs), batch_size)
     sharding = batch_sharded(mesh)
     outputs = []

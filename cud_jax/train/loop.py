@@ -15,9 +15,10 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from cud_jax.data.batching import epoch_permutation
+from cud_jax.data.batching import bucketed_epoch, bucketed_steps_per_epoch, epoch_permutation
 from cud_jax.train import checkpoints, preemption
-from cud_jax.train.sharding import check_same_everywhere, put_replicated
+from cud_jax.train.sharding import (FSDP_MIN_SIZE, check_same_everywhere, put_replicated,
+                                    put_state)
 from cud_jax.train.state import TrainState
 from cud_jax.train.writers import MetricWriter, Progress
 
@@ -42,6 +43,12 @@ class StageRun:
       log_every: metrics are read back, checked and written every this many steps.
       batch_size: for the examples/s figure.
       lr_fn: optional step -> learning rate, logged alongside the metrics.
+      example_widths: optional `int32 [num_examples]` bucket width of each training example
+        (`cud_jax.data.example_widths`); the epochs are then length-bucketed
+        (`cud_jax.data.bucketed_epoch`) and `steps_per_epoch` must be
+        `bucketed_steps_per_epoch(example_widths, batch_size)`.
+      param_sharding, fsdp_min_size: the layout of the state on the mesh
+        (`cud_jax.train.sharding.state_sharding`); the same as `step_fn`'s `state_sharding`.
     """
 
     name: str
@@ -56,11 +63,35 @@ class StageRun:
     log_every: int
     batch_size: int
     lr_fn: Optional[Callable[[int], float]] = None
+    example_widths: Optional[np.ndarray] = None
+    param_sharding: str = "replicated"
+    fsdp_min_size: int = FSDP_MIN_SIZE
+
+    def __post_init__(self):
+        if self.example_widths is not None:
+            expected = bucketed_steps_per_epoch(self.example_widths, self.batch_size)
+            if self.steps_per_epoch != expected:
+                raise ValueError(f"[{self.name}] steps_per_epoch={self.steps_per_epoch}, but the "
+                                 f"length buckets give {expected} full batches per epoch.")
 
 
-def _permutation_fn(num_examples: int, mesh):
-    return jax.jit(lambda seed, epoch: epoch_permutation(seed, epoch, num_examples),
-                   out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+def _epoch_order_fn(run: StageRun, mesh) -> Callable:
+    """`epoch -> (order on device, per-step widths or None)`, a pure function of the seed.
+
+    Plain epochs are permuted on device; length-bucketed ones on the host (the widths choose
+    which compiled step runs, so the host needs them anyway), then placed on the mesh.
+    """
+    if run.example_widths is None:
+        permute = jax.jit(lambda seed, epoch: epoch_permutation(seed, epoch, run.num_examples),
+                          out_shardings=jax.sharding.NamedSharding(
+                              mesh, jax.sharding.PartitionSpec()))
+        return lambda epoch: (permute(run.seed, epoch), None)
+
+    def bucketed(epoch):
+        order, widths = bucketed_epoch(run.seed, epoch, run.example_widths, run.batch_size)
+        return put_replicated(order, mesh), widths
+
+    return bucketed
 
 
 def _flush(pending: list, run: StageRun, writer: MetricWriter, last_good: int) -> dict:
@@ -114,8 +145,8 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     """
     manager = checkpoints.open_manager(run.checkpoint_dir, keep=run.keep)
     # Placed first, so the checkpoint is restored straight into the mesh's shardings (any
-    # process count with the same device count).
-    state = put_replicated(state, mesh)
+    # process count with the same device count, and any parameter layout).
+    state = put_state(state, mesh, run.param_sharding, run.fsdp_min_size)
     restored = checkpoints.restore_latest(manager, state)
     if restored is not None:
         state = restored
@@ -129,7 +160,7 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     check_same_everywhere((inputs, labels), f"{run.name} training data")
     inputs, labels = put_replicated((inputs, labels), mesh)
-    permutation = _permutation_fn(run.num_examples, mesh)
+    epoch_order = _epoch_order_fn(run, mesh)
     key = jax.random.PRNGKey(run.seed)
     progress = Progress(run.name, run.total_steps, run.batch_size, start_step=start)
     pending: list = []
@@ -141,8 +172,10 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
         for step in range(start, run.total_steps):
             if step // run.steps_per_epoch != epoch:
                 epoch = step // run.steps_per_epoch
-                perm = permutation(run.seed, epoch)
-            state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars)
+                perm, widths = epoch_order(epoch)
+            width = None if widths is None else int(widths[step % run.steps_per_epoch])
+            state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars,
+                                         width=width)
             in_flight.append(metrics["loss"])
             while len(in_flight) >= limit:  # limit 1: wait for this very step
                 in_flight.popleft().block_until_ready()

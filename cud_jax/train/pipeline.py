@@ -29,9 +29,10 @@ from flax import nnx
 from cud_jax.train import (checkpoints, distributed, evaluate, objectives, optim, preemption,
                            report, steps)
 from cud_jax.train.loop import StageRun, train_stage
-from cud_jax.train.sharding import check_batch_size, make_mesh, put_replicated
+from cud_jax.train.sharding import (FSDP_MIN_SIZE, check_batch_size, check_param_sharding,
+                                    make_mesh, put_replicated, put_state, state_sharding)
 from cud_jax.train.state import TrainState, create_train_state, split_model
-from cud_jax.train.tasks import Task, build_task, num_steps
+from cud_jax.train.tasks import Task, build_task, num_steps, train_widths
 from cud_jax.train.writers import MetricWriter
 
 STAGES = ("teacher", "student", "eval", "all")
@@ -54,6 +55,13 @@ def _dtype(name: str):
     return DTYPES[name]
 
 
+def _param_layout(config) -> tuple[str, int]:
+    """`(param_sharding, fsdp_min_size)` of `config.parallel`; replicated without the block."""
+    parallel = config.get("parallel") or {}
+    return (parallel.get("param_sharding", "replicated"),
+            parallel.get("fsdp_min_size", FSDP_MIN_SIZE))
+
+
 def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: int):
     model = task.create_model(cfg.model, nnx.Rngs(seed), _dtype(cfg.dtype))
     model_def, params, model_state = split_model(model)
@@ -64,11 +72,14 @@ def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: i
 def _stage_run(name: str, cfg, config, workdir, task: Task, step_fn, spe: int, total: int,
                lr_fn) -> StageRun:
     every = config.checkpoint.every_steps or total
+    rule, min_size = _param_layout(config)
     return StageRun(name=name, step_fn=step_fn, num_examples=len(task.train),
                     steps_per_epoch=spe, total_steps=total, seed=config.seed,
                     checkpoint_dir=os.path.join(workdir, "checkpoints", name),
                     checkpoint_every=every, keep=config.checkpoint.keep,
-                    log_every=config.log_every, batch_size=cfg.batch_size, lr_fn=lr_fn)
+                    log_every=config.log_every, batch_size=cfg.batch_size, lr_fn=lr_fn,
+                    example_widths=train_widths(task), param_sharding=rule,
+                    fsdp_min_size=min_size)
 
 
 def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) -> TrainState:
@@ -103,7 +114,7 @@ def teacher_for_student(config, task: Task, mesh, teacher: Optional[Trained]):
     predict = steps.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
     logits = evaluate.predict_logits(predict, teacher.params, teacher.model_state,
                                      task.train.images, batch_size=config.eval.batch_size,
-                                     mesh=mesh)
+                                     mesh=mesh, widths_fn=task.widths_fn)
     probs = jax.nn.softmax(jnp.asarray(logits), axis=-1)
     logging.info("cached teacher probabilities for %d training inputs", len(logits))
     return steps.cached_teacher, put_replicated(probs, mesh)
@@ -113,16 +124,17 @@ def build_stage(name: str, config, task: Task, mesh, teacher_fn=None):
     """Model, optimiser, initial state and jitted step of the teacher or student stage."""
     cfg = config.teacher if name == "teacher" else config.student
     check_batch_size(cfg.batch_size, mesh, f"{name}.batch_size")
-    spe, total = num_steps(len(task.train), cfg.batch_size, cfg.epochs)
+    spe, total = num_steps(task, cfg.batch_size, cfg.epochs)
     seed = config.seed + (0 if name == "teacher" else 1)
     model_def, tx, state = _init_state(task, cfg, seed, total, spe)
     if name == "teacher":
         objective = objectives.teacher_objective(cfg)
     else:
         objective = objectives.student_objective(cfg)
+    layout = state_sharding(state, mesh, *_param_layout(config))  # as train_stage places it
     step_fn = steps.make_train_step(model_def, tx, objective, task.augment,
                                     batch_size=cfg.batch_size, steps_per_epoch=spe, mesh=mesh,
-                                    teacher=teacher_fn)
+                                    teacher=teacher_fn, state_sharding=layout)
     lr_fn = optim.learning_rate_schedule(cfg, spe, total)
     return model_def, state, step_fn, spe, total, lr_fn
 
@@ -147,14 +159,15 @@ def run_training_stage(name: str, config, workdir: str, task: Task, mesh,
 def load_trained(name: str, config, workdir: str, task: Task, mesh) -> Trained:
     """Restores a trained teacher or student from the workdir, or from `<stage>.checkpoint`."""
     cfg = config.teacher if name == "teacher" else config.student
-    spe, total = num_steps(len(task.train), cfg.batch_size, cfg.epochs)
+    spe, total = num_steps(task, cfg.batch_size, cfg.epochs)
     model_def, _, template = _init_state(task, cfg, config.seed, total, spe)
     directory = os.path.join(workdir, "checkpoints", name)
     if cfg.get("checkpoint"):  # a model trained elsewhere (e.g. to evaluate it here)
         directory = cfg.checkpoint
     fix = (f"Run `--config.stage={name}` (or `all`) first, or set --config.{name}.checkpoint "
            f"to a {name} checkpoint directory.")
-    template = put_replicated(template, mesh)  # restored straight into the mesh's shardings
+    # Placed first, so the checkpoint is restored straight into the configured layout.
+    template = put_state(template, mesh, *_param_layout(config))
     state = _restore_or_fail(directory, template, name, fix)
     if int(state.step) < total:
         logging.warning("%s checkpoint is at step %d of %d: it is not fully trained.", name,
@@ -192,6 +205,7 @@ def run(config, workdir: str) -> dict:
     """
     if config.stage not in STAGES:
         raise ValueError(f"Unknown stage {config.stage!r}; valid values: {', '.join(STAGES)}.")
+    check_param_sharding(*_param_layout(config))
     distributed.initialize(config.get("distributed"))  # before JAX computes anything
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh()

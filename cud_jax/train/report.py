@@ -36,7 +36,7 @@ def _predictor(trained, task, config, mesh) -> Callable[[np.ndarray], np.ndarray
     predict = steps.make_predict_fn(trained.model_def, task.preprocess, mesh=mesh)
     return lambda inputs: evaluate.predict_logits(
         predict, trained.params, trained.model_state, inputs,
-        batch_size=config.eval.batch_size, mesh=mesh)
+        batch_size=config.eval.batch_size, mesh=mesh, widths_fn=task.widths_fn)
 
 
 def _versions(workdir: str) -> dict:

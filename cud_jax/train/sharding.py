@@ -1,4 +1,5 @@
-"""One device mesh for the whole run: parameters replicated, batches split along `data`.
+"""One device mesh for the whole run: batches split along `data`, parameters replicated or
+(optionally, `config.parallel.param_sharding="fsdp"`) split along `data` as well.
 
 The global batch size is a property of the recipe, not of the hardware: it is split evenly
 over however many devices the mesh has, so 1 and 8 devices run the same computation (up to
@@ -10,6 +11,12 @@ process and arrays placed on it are global. Host values that every process holds
 `host_to_global`: each process fills only its own devices' slices, with no cross-process
 transfer. `to_host` reads a global array back (gathering it from the other processes when
 it is split across them).
+
+Parameter sharding (`state_sharding`, `put_state`): the default keeps the whole train state
+on every device. `fsdp` splits each large array of the state (parameters, optimiser moments,
+large model state) along one axis over `data`, so a device holds 1/n of it; XLA inserts the
+all-gathers where the step uses the weights (docs/scaling.md). The computation is the same,
+so the results equal the replicated run up to the order of float reductions.
 """
 
 from __future__ import annotations
@@ -49,6 +56,57 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> N
         )
 
 
+#: `config.parallel.param_sharding` values (see `state_sharding`).
+PARAM_SHARDINGS = ("replicated", "fsdp")
+#: Default `config.parallel.fsdp_min_size`: arrays smaller than this (in elements) replicate.
+FSDP_MIN_SIZE = 2**14
+
+
+def check_param_sharding(rule: str, min_size: int = FSDP_MIN_SIZE) -> None:
+    """Fails with the valid values when `rule` is not a known parameter-sharding rule."""
+    if rule not in PARAM_SHARDINGS:
+        raise ValueError(f"Unknown parallel.param_sharding {rule!r}; valid values: "
+                         f"{', '.join(PARAM_SHARDINGS)}.")
+    if min_size < 0:
+        raise ValueError(f"parallel.fsdp_min_size must be >= 0, got {min_size}.")
+
+
+def fsdp_axis(shape, num_shards: int, min_size: int):
+    """The axis of an array of `shape` that `fsdp` splits over `num_shards`, or None.
+
+    Arrays with fewer than `min_size` elements stay whole: splitting them saves little memory
+    and costs a gather per use. Otherwise the largest axis whose length `num_shards` divides
+    (the first of equals) is split, so every device holds an equal slice.
+    """
+    if not shape or int(np.prod(shape)) < min_size:
+        return None
+    divisible = [axis for axis, length in enumerate(shape) if length % num_shards == 0]
+    return max(divisible, key=lambda axis: shape[axis], default=None)
+
+
+def _fsdp_leaf(x, mesh: Mesh, min_size: int) -> NamedSharding:
+    axis = fsdp_axis(np.shape(x), mesh.shape[DATA_AXIS], min_size)
+    if axis is None:
+        return replicated(mesh)
+    return NamedSharding(mesh, P(*([None] * axis), DATA_AXIS))
+
+
+def state_sharding(tree, mesh: Mesh, rule: str = "replicated",
+                   min_size: int = FSDP_MIN_SIZE):
+    """A pytree of shardings for `tree` (a train state, or any arrays) under `rule`.
+
+    `replicated`: every array whole on every device. `fsdp`: each array of at least
+    `min_size` elements split over `data` along its largest evenly divisible axis (see
+    `fsdp_axis`); the rest, step counters included, replicated. The rule reads shapes only
+    (`tree` may hold host arrays, device arrays or shape structs), so the optimiser moments,
+    which mirror the parameters, are split the same way.
+    """
+    check_param_sharding(rule, min_size)
+    if rule == "replicated":
+        return jax.tree_util.tree_map(lambda _: replicated(mesh), tree)
+    return jax.tree_util.tree_map(lambda x: _fsdp_leaf(x, mesh, min_size), tree)
+
+
 def _put_leaf(x, sharding: NamedSharding):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         return jax.device_put(x, sharding)  # already global: a reshard
@@ -60,21 +118,30 @@ def _put_leaf(x, sharding: NamedSharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def host_to_global(tree, sharding: NamedSharding):
+def host_to_global(tree, sharding):
     """Places a pytree whose every process holds the same full value with `sharding`.
 
-    Single-process this is `jax.device_put`. Multi-process, each process builds only the
-    shards of its own devices from its copy (`jax.make_array_from_callback`): nothing moves
-    between hosts, and nothing checks that the copies agree (see `check_same_everywhere`).
+    `sharding` is one sharding for every leaf, or a pytree of them matching `tree` (as
+    `state_sharding` returns). Single-process this is `jax.device_put`. Multi-process, each
+    process builds only the shards of its own devices from its copy
+    (`jax.make_array_from_callback`): nothing moves between hosts, and nothing checks that
+    the copies agree (see `check_same_everywhere`).
     """
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
-    return jax.tree_util.tree_map(lambda x: _put_leaf(x, sharding), tree)
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree_util.tree_map(lambda x: _put_leaf(x, sharding), tree)
+    return jax.tree_util.tree_map(_put_leaf, tree, sharding)
 
 
 def put_replicated(tree, mesh: Mesh):
     """Places a pytree of arrays on every device of the mesh (of every process)."""
     return host_to_global(tree, replicated(mesh))
+
+
+def put_state(tree, mesh: Mesh, rule: str = "replicated", min_size: int = FSDP_MIN_SIZE):
+    """Places a pytree (a train state, frozen teacher variables) with `state_sharding`."""
+    return host_to_global(tree, state_sharding(tree, mesh, rule, min_size))
 
 
 def to_host(x) -> np.ndarray:

@@ -45,8 +45,10 @@ def cached_teacher(teacher_probs, images, indices):
 
 def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objective,
                     augment: AugmentFn, *, batch_size: int, steps_per_epoch: int,
-                    mesh: Mesh, teacher: Optional[TeacherFn] = None):
-    """Builds `step(state, inputs, labels, perm, key, teacher_vars) -> (state, metrics)`.
+                    mesh: Mesh, teacher: Optional[TeacherFn] = None, state_sharding=None):
+    """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None)`.
+
+    The step returns `(state, metrics)`.
 
     Args:
       model_def: the trained model's graph definitions.
@@ -58,20 +60,27 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
       mesh: the device mesh; the batch is split along its `data` axis.
       teacher: how to get teacher probabilities, or None for the teacher stage and the
         `ce` student.
+      state_sharding: the layout of the state, a pytree of shardings from
+        `cud_jax.train.sharding.state_sharding` (None: replicated). The new state keeps it,
+        so the donated input buffers are reused and the next step gets what it expects.
 
     The returned function is jitted with the state donated. `inputs`/`labels` are the whole
     training split on device, `perm` the epoch's permutation; `key` is the run's base key,
-    folded with the step number so a resumed run draws the same augmentations.
+    folded with the step number so a resumed run draws the same augmentations. `width`
+    (static: one compilation per value) keeps only the first `width` positions of each stored
+    input: length-bucketed text batches (`cud_jax.data.bucketed_epoch`) read just the token
+    columns their longest member needs.
     """
     data_sharding = batch_sharded(mesh)
+    state_out = replicated(mesh) if state_sharding is None else state_sharding
 
-    def step(state: TrainState, inputs, labels, perm, key, teacher_vars):
+    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None):
         offset = (state.step % steps_per_epoch) * batch_size
         indices = jax.lax.dynamic_slice_in_dim(perm, offset, batch_size)
         indices = jax.lax.with_sharding_constraint(indices, data_sharding)
         step_key = jax.random.fold_in(key, state.step)
-        batch = jax.lax.with_sharding_constraint(augment(step_key, inputs[indices]),
-                                                 data_sharding)
+        stored = inputs[indices] if width is None else inputs[indices, :width]
+        batch = jax.lax.with_sharding_constraint(augment(step_key, stored), data_sharding)
         batch_labels = labels[indices]
         teacher_probs = None
         if teacher is not None:
@@ -94,7 +103,8 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                                opt_state=opt_state)
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated(mesh), None))
+    return jax.jit(step, donate_argnums=(0,), static_argnames=("width",),
+                   out_shardings=(state_out, None))
 
 
 def make_predict_fn(model_def: ModelDef, preprocess: Callable[[jax.Array], jax.Array], *,

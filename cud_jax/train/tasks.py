@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +33,9 @@ class Task:
       ood: built-in OOD inputs by name (e.g. CLINC150's out-of-scope test queries).
       augmented: whether `augment` is random; if not, a frozen teacher's outputs on the
         training inputs are fixed and can be computed once (teacher caching).
+      widths_fn: for length-bucketed text, `stored inputs [N, L] -> int32 [N]` bucket width
+        of each example (training batches and evaluation batches then read only that many
+        positions); None for fixed-shape inputs.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Task:
     info: dict
     ood: dict = dataclasses.field(default_factory=dict)
     augmented: bool = True
+    widths_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
 
 def _source_kwargs(cfg) -> dict:
@@ -89,7 +93,8 @@ def build_text_task(cfg) -> Task:
     """Loads and tokenises a text data set named by `cfg.name` (see `cud_jax.data.load_text`).
 
     Reads `cfg.name`, `cfg.data_dir`, `cfg.tokenizer` (the checkpoint folder whose vocabulary
-    the models read), `cfg.max_length`, `cfg.val_size` (None: the official split or a 1,000
+    the models read), `cfg.max_length`, `cfg.length_buckets` (widths for length bucketing;
+    empty: every batch padded to its split's longest sequence), `cfg.val_size` (None: the official split or a 1,000
     example carve), `cfg.split_seed`, `cfg.train_subset`, `cfg.test_subset`. Model names are
     `cud_jax.models.create_text_model` specs (`bert:<folder>`, `bert[0,2,4]:<folder>`,
     `bert_small:L=4,H=256,A=4`).
@@ -116,15 +121,24 @@ def build_text_task(cfg) -> Task:
                              "model's own tokenizer (data.tokenizer).")
         return model
 
+    buckets = tuple(cfg.get("length_buckets") or ())
+    widths_fn = None
+    if buckets:
+        def widths_fn(ids):
+            return data_lib.example_widths(ids, buckets, pad_id=ds.pad_id)
+
     info = {"dataset": ds.name, "num_classes": ds.num_classes, "train_size": len(ds.train),
             "val_size": len(ds.val), "test_size": len(ds.test), "max_length": ds.max_length,
             "train_width": int(ds.train.images.shape[1]), "vocab_size": ds.vocab_size}
+    if widths_fn is not None:
+        widths, counts = np.unique(widths_fn(ds.train.images), return_counts=True)
+        info["train_buckets"] = {int(w): int(c) for w, c in zip(widths, counts)}
     ood = {} if ds.ood_test is None else {"out_of_scope": ds.ood_test.images}
     if ood:
         info["ood_test_size"] = len(ds.ood_test)
     return Task(name=ds.name, num_classes=ds.num_classes, train=ds.train, val=ds.val,
                 test=ds.test, augment=identity, preprocess=identity, create_model=create_model,
-                info=info, ood=ood, augmented=False)
+                info=info, ood=ood, augmented=False, widths_fn=widths_fn)
 
 
 def build_task(cfg) -> Task:
@@ -137,7 +151,19 @@ def build_task(cfg) -> Task:
     raise ValueError(f"Unknown data kind {kind!r}; valid values: vision, text.")
 
 
-def num_steps(num_examples: int, batch_size: int, epochs: float) -> tuple[int, int]:
-    """(steps_per_epoch, total_steps); an epoch drops the incomplete last batch."""
-    steps_per_epoch = data_lib.num_steps_per_epoch(num_examples, batch_size)
+def train_widths(task: Task) -> Optional[np.ndarray]:
+    """The bucket width of every training example, or None without length bucketing."""
+    return None if task.widths_fn is None else task.widths_fn(task.train.images)
+
+
+def num_steps(task: Task, batch_size: int, epochs: float) -> tuple[int, int]:
+    """(steps_per_epoch, total_steps) of training on `task`.
+
+    An epoch drops the incomplete last batch (with length buckets: of each bucket).
+    """
+    widths = train_widths(task)
+    if widths is None:
+        steps_per_epoch = data_lib.num_steps_per_epoch(len(task.train), batch_size)
+    else:
+        steps_per_epoch = data_lib.bucketed_steps_per_epoch(widths, batch_size)
     return steps_per_epoch, max(1, int(np.ceil(epochs * steps_per_epoch)))
