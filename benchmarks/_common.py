@@ -17,6 +17,9 @@ RESULTS = os.path.join(REPO, "results")
 
 
 def git_commit() -> str:
+    """The checkout's short commit; $CUD_JAX_COMMIT where the copy has no .git (a device)."""
+    if os.environ.get("CUD_JAX_COMMIT"):
+        return os.environ["CUD_JAX_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                               capture_output=True, text=True, check=True).stdout.strip()
