@@ -4,7 +4,8 @@
 
 Eight synthetic classes of 16x16 images, resnet8 teacher and student, 8 steps per stage
 (global batch 32: 4 examples on each of 8 devices), a checkpoint every 4 steps, and an
-evaluation without shift or OOD sets.
+evaluation without shift or OOD sets. The training split is sharded: each process keeps only
+the shards of its own devices (`cud_jax.train.data_placement`).
 """
 
 from cud_jax.train.config_base import base_config
@@ -15,6 +16,7 @@ def get_config(arg=None):
     c = base_config()
     c.data.name = "synthetic"
     c.data.val_size = 32
+    c.data.placement = "sharded"
     c.data.source_kwargs = dict(num_classes=8, num_superclasses=2, train_per_class=36,
                                 test_per_class=8, image_size=16)
     for stage in (c.teacher, c.student):

@@ -156,8 +156,11 @@ def runs(tmp_path_factory):
 def test_sigterm_to_one_process_stops_both_at_the_same_step(runs):
     _, _, step, logs = runs
     assert 2 <= step < 8, step
-    for log in logs:
+    for pid, log in enumerate(logs):
         assert f"[teacher] stopped by SIGTERM at step {step}" in log
+        # Each process kept only the training shards of its own 4 devices.
+        shards = list(range(4 * pid, 4 * pid + 4))
+        assert f"[data] process {pid} holds training shards {shards}: 128 of 256" in log
     # The resumed launch started from the preemption checkpoint, not from scratch.
     log0 = _read(os.path.join(os.path.dirname(runs[1]), "proc0.log"))
     assert f"resumed from step {step}" in log0

@@ -58,6 +58,11 @@ def _flatten(tree: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
+# Fields added after runs were made, with the value that reproduces how those runs behaved:
+# a saved config without the field compares as if it held this value.
+LEGACY_VALUES = {"data.placement": "replicated", "data.length_buckets": []}
+
+
 def check_or_write_config(path: str, config_dict: dict, *,
                           ignore=("stage", "eval", "log_every", "distributed", "parallel")
                           ) -> None:
@@ -80,16 +85,20 @@ def check_or_write_config(path: str, config_dict: dict, *,
         with open(path, encoding="utf-8") as f:
             old = _flatten(json.load(f))
         new = _flatten(json.loads(json.dumps(config_dict)))
+
+        def saved(key: str):
+            return old.get(key, LEGACY_VALUES.get(key, "<absent>"))
+
         def differs(key: str) -> bool:
             if key.split(".")[0] in ignore:
                 return False
             if key not in old and new[key] is None:
                 return False  # an optional field added since the run was made, left unset
-            return old.get(key, "<absent>") != new.get(key, "<absent>")
+            return saved(key) != new.get(key, "<absent>")
 
         diffs = sorted(k for k in set(old) | set(new) if differs(k))
         if diffs:
-            lines = [f"  {k}: workdir has {old.get(k, '<absent>')!r}, now "
+            lines = [f"  {k}: workdir has {saved(k)!r}, now "
                      f"{new.get(k, '<absent>')!r}" for k in diffs]
             raise ConfigMismatchError(
                 f"The workdir already holds a run with a different config ({path}); refusing "

@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_subset = config_dict.placeholder(int)
     c.data.test_subset = config_dict.placeholder(int)
     c.data.augment = True  # random crop (padding crop_padding) + horizontal flip, on device
+    # replicated: every device holds the training split; sharded: one shard per device, each
+    # process keeps only its own (cud_jax.train.data_placement).
+    c.data.placement = "replicated"
     c.data.crop_padding = 4
     c.data.source_kwargs = ml_collections.ConfigDict()
 

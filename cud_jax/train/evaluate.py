@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cud_jax import losses, metrics
@@ -55,6 +56,31 @@ def _predict_padded(predict_fn, params, model_state, inputs, batch_size, mesh) -
         outputs.append(predict_fn(params, model_state, batch))  # dispatched asynchronously
     logits = np.concatenate([to_host(o) for o in outputs])  # gathered across processes
     return logits[mask.reshape(-1)]
+
+
+def predict_shards(predict_fn, params, model_state, inputs: jax.Array, *, batch_size: int,
+                   mesh) -> jax.Array:
+    """Float32 logits `[D, n, K]` of a training split laid out one shard per device.
+
+    `inputs` is `[D, n, ...]` split over `data` (`cud_jax.train.data_placement`); every
+    device runs the model on its own shard, `batch_size / D` rows at a time, and the logits
+    stay where their inputs live (a cached teacher for the sharded placement).
+    """
+    num_shards, size = inputs.shape[:2]
+    rows = max(1, min(size, batch_size // num_shards))
+    sharded = batch_sharded(mesh)
+
+    @jax.jit
+    def piece(inputs, start):  # rows [start, start + rows) of every shard, as one batch
+        part = jax.lax.dynamic_slice_in_dim(inputs, start, rows, axis=1)
+        return jax.lax.with_sharding_constraint(part.reshape((-1,) + part.shape[2:]), sharded)
+
+    pieces = []
+    for start in range(0, size, rows):
+        first = min(start, size - rows)  # the last piece overlaps the one before
+        logits = predict_fn(params, model_state, piece(inputs, first))
+        pieces.append(logits.reshape(num_shards, rows, -1)[:, start - first:])
+    return jax.jit(lambda parts: jnp.concatenate(parts, axis=1), out_shardings=sharded)(pieces)
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, *, num_bins: int = 15

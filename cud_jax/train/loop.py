@@ -17,8 +17,9 @@ import numpy as np
 
 from cud_jax.data.batching import bucketed_epoch, bucketed_steps_per_epoch, epoch_permutation
 from cud_jax.train import checkpoints, preemption
-from cud_jax.train.sharding import (FSDP_MIN_SIZE, check_same_everywhere, put_replicated,
-                                    put_state)
+from cud_jax.train.data_placement import shard_permutations
+from cud_jax.train.sharding import (FSDP_MIN_SIZE, batch_sharded, check_same_everywhere,
+                                    put_replicated, put_state, replicated)
 from cud_jax.train.state import TrainState
 from cud_jax.train.writers import MetricWriter, Progress
 
@@ -47,6 +48,9 @@ class StageRun:
         (`cud_jax.data.example_widths`); the epochs are then length-bucketed
         (`cud_jax.data.bucketed_epoch`) and `steps_per_epoch` must be
         `bucketed_steps_per_epoch(example_widths, batch_size)`.
+      num_shards: with the training split sharded over the devices
+        (`cud_jax.train.data_placement`), the shard count; each shard is permuted on its own
+        every epoch. None: one global permutation of a replicated split.
       param_sharding, fsdp_min_size: the layout of the state on the mesh
         (`cud_jax.train.sharding.state_sharding`); the same as `step_fn`'s `state_sharding`.
     """
@@ -64,10 +68,14 @@ class StageRun:
     batch_size: int
     lr_fn: Optional[Callable[[int], float]] = None
     example_widths: Optional[np.ndarray] = None
+    num_shards: Optional[int] = None
     param_sharding: str = "replicated"
     fsdp_min_size: int = FSDP_MIN_SIZE
 
     def __post_init__(self):
+        if self.example_widths is not None and self.num_shards is not None:
+            raise ValueError("Length buckets need the replicated data placement: every shard "
+                             "would have to agree on each step's width.")
         if self.example_widths is not None:
             expected = bucketed_steps_per_epoch(self.example_widths, self.batch_size)
             if self.steps_per_epoch != expected:
@@ -81,10 +89,15 @@ def _epoch_order_fn(run: StageRun, mesh) -> Callable:
     Plain epochs are permuted on device; length-bucketed ones on the host (the widths choose
     which compiled step runs, so the host needs them anyway), then placed on the mesh.
     """
+    if run.num_shards is not None:
+        size = run.num_examples // run.num_shards
+        permute = jax.jit(lambda seed, epoch: shard_permutations(seed, epoch, run.num_shards,
+                                                                 size),
+                          out_shardings=batch_sharded(mesh))  # shard j's order on device j
+        return lambda epoch: (permute(run.seed, epoch), None)
     if run.example_widths is None:
         permute = jax.jit(lambda seed, epoch: epoch_permutation(seed, epoch, run.num_examples),
-                          out_shardings=jax.sharding.NamedSharding(
-                              mesh, jax.sharding.PartitionSpec()))
+                          out_shardings=replicated(mesh))
         return lambda epoch: (permute(run.seed, epoch), None)
 
     def bucketed(epoch):
@@ -131,7 +144,9 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     Args:
       run: the stage description.
       state: a freshly initialised state; replaced by the newest checkpoint if there is one.
-      inputs, labels: the whole training split (host or device arrays; put on device here).
+      inputs, labels: the training split: host arrays (every process the same whole split,
+        placed here on every device), or global arrays already placed on the mesh (the
+        sharded placement, `cud_jax.train.data_placement.shards_to_mesh`).
       mesh: the device mesh.
       writer: metric sink.
       teacher_vars: passed through to the step (frozen teacher variables or cached probs).
@@ -157,9 +172,10 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
         manager.close()
         return state
 
-    inputs, labels = np.asarray(inputs), np.asarray(labels)
-    check_same_everywhere((inputs, labels), f"{run.name} training data")
-    inputs, labels = put_replicated((inputs, labels), mesh)
+    if not isinstance(inputs, jax.Array):
+        inputs, labels = np.asarray(inputs), np.asarray(labels)
+        check_same_everywhere((inputs, labels), f"{run.name} training data")
+        inputs, labels = put_replicated((inputs, labels), mesh)
     epoch_order = _epoch_order_fn(run, mesh)
     key = jax.random.PRNGKey(run.seed)
     progress = Progress(run.name, run.total_steps, run.batch_size, start_step=start)

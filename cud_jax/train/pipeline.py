@@ -28,9 +28,11 @@ from flax import nnx
 
 from cud_jax.train import (checkpoints, distributed, evaluate, objectives, optim, preemption,
                            report, steps)
+from cud_jax.train.data_placement import check_placement, shards_to_mesh, take_local_shards
 from cud_jax.train.loop import StageRun, train_stage
 from cud_jax.train.sharding import (FSDP_MIN_SIZE, check_batch_size, check_param_sharding,
-                                    make_mesh, put_replicated, put_state, state_sharding)
+                                    check_same_everywhere, make_mesh, put_replicated,
+                                    put_state, state_sharding)
 from cud_jax.train.state import TrainState, create_train_state, split_model
 from cud_jax.train.tasks import Task, build_task, num_steps, train_widths
 from cud_jax.train.writers import MetricWriter
@@ -73,13 +75,38 @@ def _stage_run(name: str, cfg, config, workdir, task: Task, step_fn, spe: int, t
                lr_fn) -> StageRun:
     every = config.checkpoint.every_steps or total
     rule, min_size = _param_layout(config)
-    return StageRun(name=name, step_fn=step_fn, num_examples=len(task.train),
+    shards = task.train_shards
+    return StageRun(name=name, step_fn=step_fn, num_examples=task.num_train_examples,
                     steps_per_epoch=spe, total_steps=total, seed=config.seed,
                     checkpoint_dir=os.path.join(workdir, "checkpoints", name),
                     checkpoint_every=every, keep=config.checkpoint.keep,
                     log_every=config.log_every, batch_size=cfg.batch_size, lr_fn=lr_fn,
                     example_widths=train_widths(task), param_sharding=rule,
-                    fsdp_min_size=min_size)
+                    fsdp_min_size=min_size,
+                    num_shards=None if shards is None else shards.num_shards)
+
+
+def training_arrays(task: Task, mesh):
+    """(inputs, labels) of the training split: host arrays, or global arrays of the shards."""
+    if task.train_shards is not None:
+        return shards_to_mesh(task.train_shards, mesh)
+    return task.train.images, task.train.labels
+
+
+def place_training_data(config, task: Task, mesh) -> Task:
+    """The task as `config.data.placement` wants it: with `sharded`, this process keeps only
+    its shards of the training split (`cud_jax.train.data_placement`)."""
+    placement = config.data.get("placement", "replicated")
+    check_placement(placement)
+    if placement == "replicated":
+        return task
+    train = task.train
+    check_same_everywhere((train.images, train.labels), "training data")  # before the cut
+    shards = take_local_shards(train, mesh, config.data.split_seed)
+    held = shards.shard_size * len(shards.shard_ids)
+    print(f"[data] process {jax.process_index()} holds training shards "
+          f"{list(shards.shard_ids)}: {held} of {shards.num_examples} examples")
+    return dataclasses.replace(task, train=None, train_shards=shards)
 
 
 def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) -> TrainState:
@@ -112,6 +139,13 @@ def teacher_for_student(config, task: Task, mesh, teacher: Optional[Trained]):
                          "this task augments them; set data.augment=False or "
                          "student.cache_teacher=False.")
     predict = steps.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
+    if task.train_shards is not None:  # computed where each shard lives, kept there
+        logits = evaluate.predict_shards(predict, teacher.params, teacher.model_state,
+                                         training_arrays(task, mesh)[0],
+                                         batch_size=config.eval.batch_size, mesh=mesh)
+        logging.info("cached teacher probabilities for %d training inputs",
+                     task.num_train_examples)
+        return steps.cached_teacher, jax.jit(jax.nn.softmax)(logits)
     logits = evaluate.predict_logits(predict, teacher.params, teacher.model_state,
                                      task.train.images, batch_size=config.eval.batch_size,
                                      mesh=mesh, widths_fn=task.widths_fn)
@@ -134,7 +168,8 @@ def build_stage(name: str, config, task: Task, mesh, teacher_fn=None):
     layout = state_sharding(state, mesh, *_param_layout(config))  # as train_stage places it
     step_fn = steps.make_train_step(model_def, tx, objective, task.augment,
                                     batch_size=cfg.batch_size, steps_per_epoch=spe, mesh=mesh,
-                                    teacher=teacher_fn, state_sharding=layout)
+                                    teacher=teacher_fn, state_sharding=layout,
+                                    sharded_data=task.train_shards is not None)
     lr_fn = optim.learning_rate_schedule(cfg, spe, total)
     return model_def, state, step_fn, spe, total, lr_fn
 
@@ -149,8 +184,9 @@ def run_training_stage(name: str, config, workdir: str, task: Task, mesh,
     run = _stage_run(name, cfg, config, workdir, task, step_fn, spe, total, lr_fn)
     writer = MetricWriter(workdir, name)
     try:
-        state = train_stage(run, state, task.train.images, task.train.labels, mesh=mesh,
-                            writer=writer, teacher_vars=teacher_vars)
+        inputs, labels = training_arrays(task, mesh)
+        state = train_stage(run, state, inputs, labels, mesh=mesh, writer=writer,
+                            teacher_vars=teacher_vars)
     finally:
         writer.close()
     return Trained(model_def, state.params, state.model_state, int(state.step))
@@ -210,7 +246,7 @@ def run(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh()
     distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
-    task = build_task(config.data)
+    task = place_training_data(config, build_task(config.data), mesh)
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"

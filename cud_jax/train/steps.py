@@ -1,10 +1,11 @@
 """The jit-compiled hot paths: one training step and one evaluation forward pass.
 
-Both stages share `make_train_step`. The whole training split lives on device (replicated);
-each step slices its batch indices from the epoch permutation, gathers the images, augments
-them, and runs forward and backward, all inside one `jax.jit` with the state donated. The
-batch axis is constrained to the mesh's `data` axis, so XLA splits the work over devices and
-inserts the gradient all-reduce (and the cross-device BatchNorm reductions) itself.
+Both stages share `make_train_step`. The whole training split lives on device (replicated,
+or one shard per device: `cud_jax.train.data_placement`); each step slices its batch
+indices from the epoch order, gathers the images, augments them, and runs forward and
+backward, all inside one `jax.jit` with the state donated. The batch axis is constrained to
+the mesh's `data` axis, so XLA splits the work over devices and inserts the gradient
+all-reduce (and the cross-device BatchNorm reductions) itself.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from cud_jax.train.data_placement import gather_from_shards
 from cud_jax.train.sharding import batch_sharded, replicated
 from cud_jax.train.state import ModelDef, TrainState
 
-# (teacher_inputs, images, indices) -> teacher probabilities [B, K], float32.
-TeacherFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+# (teacher_vars, model inputs [B, ...], take) -> teacher probabilities [B, K], float32, where
+# `take(per_example)` picks the batch's rows out of an array laid out like the training
+# inputs (how a cached teacher finds its probabilities).
+TeacherFn = Callable[[Any, jax.Array, Callable[[jax.Array], jax.Array]], jax.Array]
 # (key, uint8 images [B, H, W, C]) -> float model inputs.
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -28,8 +32,8 @@ AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 def model_teacher(model_def: ModelDef) -> TeacherFn:
     """A frozen teacher that runs its forward pass (eval mode) inside the student step."""
 
-    def probs(teacher_vars, images, indices):
-        del indices
+    def probs(teacher_vars, images, take):
+        del take
         params, model_state = teacher_vars
         logits, _ = model_def.apply(params, model_state, images, train=False)
         return jax.nn.softmax(logits, axis=-1)
@@ -37,15 +41,16 @@ def model_teacher(model_def: ModelDef) -> TeacherFn:
     return probs
 
 
-def cached_teacher(teacher_probs, images, indices):
+def cached_teacher(teacher_probs, images, take):
     """A teacher whose probabilities for every training example were computed once."""
     del images
-    return teacher_probs[indices]
+    return take(teacher_probs)
 
 
 def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objective,
                     augment: AugmentFn, *, batch_size: int, steps_per_epoch: int,
-                    mesh: Mesh, teacher: Optional[TeacherFn] = None, state_sharding=None):
+                    mesh: Mesh, teacher: Optional[TeacherFn] = None, state_sharding=None,
+                    sharded_data: bool = False):
     """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None)`.
 
     The step returns `(state, metrics)`.
@@ -63,6 +68,10 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
       state_sharding: the layout of the state, a pytree of shardings from
         `cud_jax.train.sharding.state_sharding` (None: replicated). The new state keeps it,
         so the donated input buffers are reused and the next step gets what it expects.
+      sharded_data: the training split is laid out one shard per device
+        (`cud_jax.train.data_placement`): `inputs` `[D, n, ...]`, `labels` `[D, n]`, and
+        `perm` `[D, n]` the shards' own orders; each batch takes `batch_size / D` examples
+        from every shard.
 
     The returned function is jitted with the state donated. `inputs`/`labels` are the whole
     training split on device, `perm` the epoch's permutation; `key` is the run's base key,
@@ -74,17 +83,29 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
     data_sharding = batch_sharded(mesh)
     state_out = replicated(mesh) if state_sharding is None else state_sharding
 
-    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None):
-        offset = (state.step % steps_per_epoch) * batch_size
-        indices = jax.lax.dynamic_slice_in_dim(perm, offset, batch_size)
+    def batch_rows(step, perm):
+        """`take(per_example)`: the step's batch rows of an array laid out like the inputs."""
+        if sharded_data:
+            per_shard = batch_size // mesh.devices.size
+            indices = jax.lax.dynamic_slice_in_dim(perm, (step % steps_per_epoch) * per_shard,
+                                                   per_shard, axis=1)
+            return lambda x: gather_from_shards(x, indices)
+        indices = jax.lax.dynamic_slice_in_dim(perm, (step % steps_per_epoch) * batch_size,
+                                               batch_size)
         indices = jax.lax.with_sharding_constraint(indices, data_sharding)
+        return lambda x: x[indices]
+
+    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None):
+        take = batch_rows(state.step, perm)
         step_key = jax.random.fold_in(key, state.step)
-        stored = inputs[indices] if width is None else inputs[indices, :width]
+        stored = take(inputs)
+        if width is not None:  # the rows' trailing padding columns are never read
+            stored = stored[:, :width]
         batch = jax.lax.with_sharding_constraint(augment(step_key, stored), data_sharding)
-        batch_labels = labels[indices]
+        batch_labels = take(labels)
         teacher_probs = None
         if teacher is not None:
-            teacher_probs = jax.lax.stop_gradient(teacher(teacher_vars, batch, indices))
+            teacher_probs = jax.lax.stop_gradient(teacher(teacher_vars, batch, take))
         progress = state.step.astype(jnp.float32) / steps_per_epoch  # in epochs
 
         def loss_fn(params):

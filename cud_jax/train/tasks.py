@@ -33,6 +33,9 @@ class Task:
       ood: built-in OOD inputs by name (e.g. CLINC150's out-of-scope test queries).
       augmented: whether `augment` is random; if not, a frozen teacher's outputs on the
         training inputs are fixed and can be computed once (teacher caching).
+      train_shards: with `data.placement=sharded`, this process's shards of the training
+        split (`cud_jax.train.data_placement.TrainShards`); `train` is then None, so the
+        process no longer holds the rest.
       widths_fn: for length-bucketed text, `stored inputs [N, L] -> int32 [N]` bucket width
         of each example (training batches and evaluation batches then read only that many
         positions); None for fixed-shape inputs.
@@ -50,6 +53,14 @@ class Task:
     ood: dict = dataclasses.field(default_factory=dict)
     augmented: bool = True
     widths_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    train_shards: Any = None
+
+    @property
+    def num_train_examples(self) -> int:
+        """Training examples per epoch (sharded: all shards together)."""
+        if self.train_shards is not None:
+            return self.train_shards.num_examples
+        return len(self.train)
 
 
 def _source_kwargs(cfg) -> dict:
@@ -153,16 +164,27 @@ def build_task(cfg) -> Task:
 
 def train_widths(task: Task) -> Optional[np.ndarray]:
     """The bucket width of every training example, or None without length bucketing."""
-    return None if task.widths_fn is None else task.widths_fn(task.train.images)
+    if task.widths_fn is None:
+        return None
+    if task.train_shards is not None:
+        raise ValueError("Length buckets need data.placement=replicated (every shard would "
+                         "have to agree on each step's width); set data.length_buckets=() "
+                         "to shard the training split.")
+    return task.widths_fn(task.train.images)
 
 
 def num_steps(task: Task, batch_size: int, epochs: float) -> tuple[int, int]:
     """(steps_per_epoch, total_steps) of training on `task`.
 
-    An epoch drops the incomplete last batch (with length buckets: of each bucket).
+    An epoch drops the incomplete last batch (with length buckets: of each bucket; sharded:
+    of each shard).
     """
     widths = train_widths(task)
-    if widths is None:
+    if task.train_shards is not None:
+        shards = task.train_shards
+        per_shard = batch_size // shards.num_shards  # batch_size % D is checked beforehand
+        steps_per_epoch = data_lib.num_steps_per_epoch(shards.shard_size, per_shard)
+    elif widths is None:
         steps_per_epoch = data_lib.num_steps_per_epoch(len(task.train), batch_size)
     else:
         steps_per_epoch = data_lib.bucketed_steps_per_epoch(widths, batch_size)
