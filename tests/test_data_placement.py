@@ -139,3 +139,27 @@ def test_length_buckets_need_the_replicated_placement():
     config.data.placement = "sharded"
     with pytest.raises(ValueError, match="replicated"):
         pipeline.num_steps(pipeline.place_training_data(config, task, mesh), 16, 1.0)
+
+
+def test_teacher_cache_on_shards_equals_the_teacher_in_the_step(tmp_path):
+    """The sharded teacher cache (`evaluate.predict_shards`, logits computed where each shard
+    lives) gives the student the same probabilities as running the teacher in the step."""
+    mesh = make_mesh()
+    task = _task(n_train=70)
+    task.augmented = False  # the cache needs fixed training inputs
+    task.augment = lambda key, x: task.preprocess(x)
+    losses = {}
+    for cache in (True, False):
+        config = base_config()
+        config.data.placement = "sharded"
+        config.student.method, config.student.cache_teacher = "kd", cache
+        for stage in (config.teacher, config.student):
+            stage.batch_size, stage.epochs = 16, 1.0
+        config.log_every = 1
+        config.eval.batch_size = 24  # 3 rows per shard: the last piece overlaps
+        workdir = str(tmp_path / str(cache))
+        placed = pipeline.place_training_data(config, task, mesh)
+        teacher = pipeline.run_training_stage("teacher", config, workdir, placed, mesh)
+        pipeline.run_training_stage("student", config, workdir, placed, mesh, teacher)
+        losses[cache] = _losses(workdir)
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5, atol=1e-6)
