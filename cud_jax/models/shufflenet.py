@@ -59,6 +59,18 @@ class ShuffleV1Block(nnx.Module):
         return jax.nn.relu(out + x)
 
 
+def _stages(stage_widths, stage_blocks, make_stage) -> tuple[nnx.List, int]:
+    """All blocks, stage by stage from the stem's 24 channels, and the output channels.
+
+    `make_stage(in_features, width, num_blocks)` returns one stage's blocks in order.
+    """
+    blocks, in_features = [], 24
+    for width, num_blocks in zip(stage_widths, stage_blocks):
+        blocks.extend(make_stage(in_features, width, num_blocks))
+        in_features = width
+    return nnx.List(blocks), in_features
+
+
 class ShuffleNetV1(nnx.Module):
     """ShuffleNetV1 for 32x32 inputs (RepDistiller's ShuffleV1: groups 3)."""
 
@@ -67,14 +79,12 @@ class ShuffleNetV1(nnx.Module):
                  num_classes: int, dtype=jnp.float32, rngs: nnx.Rngs):
         self.dtype = dtype
         self.stem = _stem(dtype, rngs)
-        blocks = []
-        in_features = 24
-        for width, num_blocks in zip(stage_widths, stage_blocks):
-            for i in range(num_blocks):
-                blocks.append(ShuffleV1Block(in_features, width, 2 if i == 0 else 1, groups,
-                                             dtype=dtype, rngs=rngs))
-                in_features = width
-        self.blocks = nnx.List(blocks)
+
+        def stage(in_features, width, num_blocks):  # the first block halves the resolution
+            return [ShuffleV1Block(in_features if i == 0 else width, width, 2 if i == 0 else 1,
+                                   groups, dtype=dtype, rngs=rngs) for i in range(num_blocks)]
+
+        self.blocks, in_features = _stages(stage_widths, stage_blocks, stage)
         self.fc = layers.linear(in_features, num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -136,15 +146,13 @@ class ShuffleNetV2(nnx.Module):
                  num_classes: int, dtype=jnp.float32, rngs: nnx.Rngs):
         self.dtype = dtype
         self.stem = _stem(dtype, rngs)
-        blocks = []
-        in_features = 24
-        for width, num_blocks in zip(stage_widths, stage_blocks):
+
+        def stage(in_features, width, num_blocks):
             # The reference puts one down-sampling unit *before* `num_blocks` basic units.
-            blocks.append(ShuffleV2DownBlock(in_features, width, dtype=dtype, rngs=rngs))
-            blocks.extend(ShuffleV2Block(width, dtype=dtype, rngs=rngs)
-                          for _ in range(num_blocks))
-            in_features = width
-        self.blocks = nnx.List(blocks)
+            return [ShuffleV2DownBlock(in_features, width, dtype=dtype, rngs=rngs)] + [
+                ShuffleV2Block(width, dtype=dtype, rngs=rngs) for _ in range(num_blocks)]
+
+        self.blocks, in_features = _stages(stage_widths, stage_blocks, stage)
         self.head = layers.ConvBN(in_features, last_features, 1, kernel_init=_INIT,
                                   dtype=dtype, rngs=rngs)
         self.fc = layers.linear(last_features, num_classes, dtype=dtype, rngs=rngs)

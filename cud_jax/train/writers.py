@@ -92,11 +92,14 @@ class Progress:
         self._mark = (step, now)
         if not _is_writer():
             return
-        eta = (self.total - step) * self.batch_size / self.examples_per_sec
         shown = "  ".join(f"{k} {float(v):.4g}" for k, v in metrics.items()
                           if k in ("loss", "accuracy", "kd", "wclip_fire_rate", "lr"))
+        speed = "- ex/s  ETA ?"  # until two updates give a rate
+        if math.isfinite(self.examples_per_sec):
+            eta = (self.total - step) * self.batch_size / self.examples_per_sec
+            speed = f"{self.examples_per_sec:.0f} ex/s  ETA {_duration(eta)}"
         line = (f"[{self.name}] step {step}/{self.total} ({100 * step / self.total:.0f}%)  "
-                f"{shown}  {self.examples_per_sec:.0f} ex/s  ETA {_duration(eta)}")
+                f"{shown}  {speed}")
         self.stream.write(("\r" + line + "\033[K") if self._tty else line + "\n")
         self.stream.flush()
 
