@@ -220,7 +220,7 @@ register_text_source("clinc150", load_clinc150)
 
 
 # ---------------------------------------------------------------------------------------
-# Hugging Face datasets and TFDS (network or prepared caches; untested here).
+# Hugging Face datasets and TFDS (network or prepared caches; tested with stand-ins).
 
 # name -> (load_dataset args, text field, label field, train, val or None, test)
 _HF_PRESETS: dict[str, tuple[tuple, str, str, str, str | None, str]] = {
@@ -251,7 +251,8 @@ def load_hf_text(dataset: str, data_dir=None, *, config: str | None = None,
                  test_split: str | None = None) -> RawText:
     """A text classification data set through Hugging Face `datasets.load_dataset`.
 
-    `data_dir` is passed as `cache_dir`. Untested in this repository (needs the network).
+    `data_dir` is passed as `cache_dir`. Tested against a stand-in for `datasets`
+    (tests/test_text_remote_sources.py), not against the Hub (no network here).
     """
     try:
         import datasets  # pylint: disable=import-outside-toplevel
@@ -296,7 +297,11 @@ _TFDS_PRESETS = {
 def load_tfds_text(name: str, data_dir=None, *, text_field: str | None = None,
                    label_field: str | None = None, train_split: str = "train",
                    val_split: str | None = None, test_split: str = "test") -> RawText:
-    """A prepared TFDS text data set. Untested in this repository (needs TensorFlow)."""
+    """A prepared TFDS text data set.
+
+    Tested against a stand-in for `tensorflow_datasets` (tests/test_text_remote_sources.py),
+    not against TFDS itself (no TensorFlow here).
+    """
     try:
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     except ImportError:
