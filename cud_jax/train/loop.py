@@ -86,8 +86,9 @@ class StageRun:
 def _epoch_order_fn(run: StageRun, mesh) -> Callable:
     """`epoch -> (order on device, per-step widths or None)`, a pure function of the seed.
 
-    Plain epochs are permuted on device; length-bucketed ones on the host (the widths choose
-    which compiled step runs, so the host needs them anyway), then placed on the mesh.
+    Plain epochs are permuted on device, sharded ones shard by shard on the shard's own
+    device; length-bucketed ones on the host (the widths choose which compiled step runs, so
+    the host needs them anyway), then placed on the mesh.
     """
     if run.num_shards is not None:
         size = run.num_examples // run.num_shards
