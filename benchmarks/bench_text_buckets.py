@@ -124,7 +124,8 @@ def main():
         f"0, 2, 4), CUD objective with cached teacher probabilities, batch {args.batch_size}. "
         f"Best of {args.rounds} alternating timings of {args.steps} consecutive steps of "
         f"an epoch (bucketed: widths {seen} met).", "",
-        "| epoch order | ms/step | examples/s | compile s (first call less its steps) |", "|---|---|---|---|",
+        "| epoch order | ms/step | examples/s | compile s (first call less its steps) |",
+        "|---|---|---|---|",
         *[f"| {name} | {1000 * s:.1f} | {args.batch_size / s:.0f} | {compile_s[name]:.1f} |"
           for name, s in best.items()], "",
         f"Speed-up from bucketing: {speedup:.2f}x examples/s. The bucketed first call compiles "

@@ -30,7 +30,9 @@ def _default_dirs(data_dir: str | None) -> list[str]:
     if data_dir:
         return [os.path.expanduser(data_dir)]
     env = os.environ.get("TFDS_DATA_DIR")
-    return [os.path.expanduser(env)] if env else [os.path.join(os.path.expanduser("~"), "tensorflow_datasets")]
+    if env:
+        return [os.path.expanduser(env)]
+    return [os.path.join(os.path.expanduser("~"), "tensorflow_datasets")]
 
 
 def _parse_name(spec: str) -> tuple[str, str | None, str | None]:

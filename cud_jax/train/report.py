@@ -128,7 +128,8 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
 
 
 def _write_figures(workdir, test_logits, labels, shift, msp_scores, num_bins) -> None:
-    probs = {name: np.asarray(jax.nn.softmax(l, -1)) for name, l in test_logits.items()}
+    probs = {name: np.asarray(jax.nn.softmax(logits, -1))
+             for name, logits in test_logits.items()}
     plots.reliability_figure(os.path.join(workdir, "reliability.png"), probs, labels, num_bins)
     if shift:
         plots.shift_figure(os.path.join(workdir, "shift.png"),
