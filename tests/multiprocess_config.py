@@ -4,8 +4,9 @@
 
 Eight synthetic classes of 16x16 images, resnet8 teacher and student, 8 steps per stage
 (global batch 32: 4 examples on each of 8 devices), a checkpoint every 4 steps, and an
-evaluation without shift or OOD sets. The training split is sharded: each process keeps only
-the shards of its own devices (`cud_jax.train.data_placement`).
+evaluation with two corruptions at one severity and uniform-noise OOD images. Data are
+sharded: each process keeps only the training shards of its own devices and the rows of
+every evaluation split they read (`cud_jax.train.data_placement`).
 """
 
 from cud_jax.train.config_base import base_config
@@ -28,8 +29,10 @@ def get_config(arg=None):
     c.log_every = 1
     c.checkpoint.every_steps = 4
     c.eval.batch_size = 32
-    c.eval.corruptions = ""
-    c.eval.ood_sets = ""
+    c.eval.corruptions = "contrast,gaussian_noise"
+    c.eval.severities = "2"
+    c.eval.ood_sets = "noise:uniform"
+    c.eval.ood_subset = 20
     c.eval.plots = False
     c.distributed.preemption_check_every = 1
     return c

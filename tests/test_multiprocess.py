@@ -177,11 +177,19 @@ def test_two_processes_log_and_report_what_one_process_does(runs):
         report_one = json.load(f)
     with open(os.path.join(two, "report.json")) as f:
         report_two = json.load(f)
+    close = dict(rtol=1e-4, atol=1e-6)
     for name in ("teacher", "student"):
         a, b = report_one["models"][name], report_two["models"][name]
         for metric in ("accuracy", "nll", "brier", "ece"):
-            np.testing.assert_allclose(b["clean"][metric], a["clean"][metric], rtol=1e-4,
-                                       atol=1e-6)
+            np.testing.assert_allclose(b["clean"][metric], a["clean"][metric], **close)
+        # Shift (each process corrupts only its own rows) and OOD detection agree too.
+        shift_one, shift_two = (r["shift"]["models"][name]["mean"]
+                                for r in (report_one, report_two))
+        for metric in ("accuracy", "nll", "ece"):
+            np.testing.assert_allclose(shift_two[metric], shift_one[metric], **close)
+        ood_one, ood_two = (r["ood"]["noise:uniform"][name]["msp"]
+                            for r in (report_one, report_two))
+        np.testing.assert_allclose(ood_two["auroc"], ood_one["auroc"], **close)
     with open(os.path.join(two, "versions.json")) as f:
         assert json.load(f)["process_count"] == 2
 

@@ -14,8 +14,12 @@
   device count `D` but not on the process count: 2 processes x 4 devices train exactly as 1
   process x 8 devices (resuming needs the same `D`).
 
-The evaluation splits are still read whole by every process (they are forward-only and
-batched from the host).
+With `sharded`, the evaluation splits (val, test, OOD sets, the shift subset) are cut too:
+each process keeps the rows its own devices read in the fixed evaluation batches
+(`eval_share`), the logits are gathered, and every process computes the same report. The
+shift evaluation then corrupts each device slot's rows with a seed derived from the slot,
+so its random corruptions differ from the replicated placement's (which corrupts the whole
+array at once) but not between process layouts with the same device count.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from cud_jax.data.batching import eval_batches
 from cud_jax.train.sharding import DATA_AXIS
 
 PLACEMENTS = ("replicated", "sharded")
@@ -129,3 +134,74 @@ def gather_from_shards(per_shard: jax.Array, indices: jax.Array) -> jax.Array:
     """
     rows = jax.vmap(lambda shard, idx: shard[idx])(per_shard, indices)
     return rows.reshape((-1,) + rows.shape[2:])
+
+
+# --- Evaluation splits ------------------------------------------------------------------
+#
+# Evaluation batches have a fixed layout (`cud_jax.data.eval_batches`: batch i is examples
+# [i * B, (i + 1) * B), the last one padded), and device slot j of every batch reads the
+# rows [j * B / D, (j + 1) * B / D) of it. With the sharded placement each process keeps only
+# the rows its own devices read; the logits are gathered afterwards, so every process still
+# computes the same report.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalShare:
+    """This process's rows of an evaluation split, laid out as its devices read them.
+
+    Attributes:
+      rows: `[num_batches, L, B / D, ...]`: for every evaluation batch, the rows of the `L`
+        local device slots (padding rows repeat example 0; they are dropped from the logits).
+      slots: positions along `data` of the local devices.
+      num_examples: size of the whole split.
+      batch_size: the evaluation batch size `B`.
+    """
+
+    rows: np.ndarray
+    slots: tuple[int, ...]
+    num_examples: int
+    batch_size: int
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the whole split (`[N, ...]`)."""
+        return (self.num_examples,) + self.rows.shape[3:]
+
+
+def eval_share(inputs: np.ndarray, batch_size: int, mesh: Mesh) -> EvalShare:
+    """Keeps the rows of `inputs` (a whole evaluation split) that this process's devices read."""
+    indices, _ = eval_batches(len(inputs), batch_size)
+    per_slot = indices.reshape(len(indices), mesh.devices.size, -1)
+    slots = local_shard_ids(mesh)
+    return EvalShare(rows=np.asarray(inputs)[per_slot[:, list(slots)]], slots=slots,
+                     num_examples=len(inputs), batch_size=batch_size)
+
+
+def map_slots(share: EvalShare, fn) -> EvalShare:
+    """`fn(rows [n, ...], slot) -> rows` applied to each local slot's rows (all batches).
+
+    Each slot's rows are the same on every process layout with the same device count, so a
+    seeded transformation keyed by the slot (the corruptions of the shift evaluation) gives
+    the same result on 1 process x 8 devices as on 2 x 4.
+    """
+    num_batches, local, per_slot = share.rows.shape[:3]
+    out = np.empty_like(share.rows)
+    for k, slot in enumerate(share.slots):
+        flat = share.rows[:, k].reshape((num_batches * per_slot,) + share.rows.shape[3:])
+        out[:, k] = np.asarray(fn(flat, slot)).reshape(out[:, k].shape)
+    return dataclasses.replace(share, rows=out)
+
+
+def share_batches(share: EvalShare, mesh: Mesh):
+    """The evaluation batches of a share as global `[B, ...]` arrays split over `data`."""
+    position = {slot: k for k, slot in enumerate(share.slots)}
+    per_slot = share.rows.shape[2]
+    shape = (share.batch_size,) + share.rows.shape[3:]
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    for rows in share.rows:
+        yield jax.make_array_from_callback(
+            shape, sharding, lambda index, rows=rows: rows[position[(index[0].start or 0)
+                                                                     // per_slot]])

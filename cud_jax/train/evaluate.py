@@ -14,6 +14,7 @@ import numpy as np
 
 from cud_jax import losses, metrics
 from cud_jax.data.batching import eval_batches
+from cud_jax.train.data_placement import EvalShare, share_batches
 from cud_jax.train.sharding import batch_sharded, host_to_global, to_host
 
 
@@ -31,7 +32,14 @@ def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch
         compilation per width), and the logits put back in input order.
 
     Multi-process: every process calls it with the same inputs and gets all the logits.
+    `inputs` may also be this process's `data_placement.EvalShare` of the split (the
+    sharded placement; its own batch size, no buckets).
     """
+    if isinstance(inputs, EvalShare):
+        outputs = [predict_fn(params, model_state, batch)
+                   for batch in share_batches(inputs, mesh)]
+        _, mask = eval_batches(len(inputs), inputs.batch_size)
+        return np.concatenate([to_host(o) for o in outputs])[mask.reshape(-1)]
     if widths_fn is None or len(inputs) == 0:
         return _predict_padded(predict_fn, params, model_state, inputs, batch_size, mesh)
     widths = widths_fn(inputs)

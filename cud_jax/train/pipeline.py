@@ -26,9 +26,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cud_jax.data import Split
 from cud_jax.train import (checkpoints, distributed, evaluate, objectives, optim, preemption,
                            report, steps)
-from cud_jax.train.data_placement import check_placement, shards_to_mesh, take_local_shards
+from cud_jax.train.data_placement import (check_placement, eval_share, shards_to_mesh,
+                                          take_local_shards)
 from cud_jax.train.loop import StageRun, train_stage
 from cud_jax.train.sharding import (FSDP_MIN_SIZE, check_batch_size, check_param_sharding,
                                     check_same_everywhere, make_mesh, put_replicated,
@@ -107,6 +109,27 @@ def place_training_data(config, task: Task, mesh) -> Task:
     print(f"[data] process {jax.process_index()} holds training shards "
           f"{list(shards.shard_ids)}: {held} of {shards.num_examples} examples")
     return dataclasses.replace(task, train=None, train_shards=shards)
+
+
+def place_eval_data(config, task: Task, mesh) -> Task:
+    """With `data.placement=sharded`, every evaluation split keeps only the rows this
+    process's devices read (`data_placement.eval_share`); labels stay whole (the metrics need
+    them all), and the shift subset of the test images is chosen before the cut."""
+    if config.data.get("placement", "replicated") == "replicated":
+        return task
+    ev = config.eval
+
+    def cut(images):
+        return eval_share(images, ev.batch_size, mesh)
+
+    shift = None
+    if ev.corruptions.strip():
+        images, labels = report.shift_subset(task.test, ev)
+        shift = Split(cut(images), labels)
+    return dataclasses.replace(
+        task, val=Split(cut(task.val.images), task.val.labels),
+        test=Split(cut(task.test.images), task.test.labels),
+        ood={name: cut(images) for name, images in task.ood.items()}, shift_split=shift)
 
 
 def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) -> TrainState:
@@ -246,7 +269,8 @@ def run(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh()
     distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
-    task = place_training_data(config, build_task(config.data), mesh)
+    task = place_eval_data(config, place_training_data(config, build_task(config.data), mesh),
+                           mesh)
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"

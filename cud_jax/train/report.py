@@ -17,6 +17,7 @@ import numpy as np
 
 from cud_jax import losses
 from cud_jax.train import evaluate, plots, robustness, steps
+from cud_jax.train.data_placement import eval_share
 
 ECE_CONVENTION = ("top-label ECE, {bins} equal-width bins [lo, hi), confidence 1.0 in the "
                   "last bin (robustness_metrics convention); Brier summed over classes")
@@ -47,8 +48,9 @@ def _versions(workdir: str) -> dict:
         return json.load(f)
 
 
-def _shift_subset(task, ev) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = task.test.images, task.test.labels
+def shift_subset(test, ev) -> tuple[np.ndarray, np.ndarray]:
+    """The test images and labels of the shift evaluation (`eval.shift_subset`, seeded)."""
+    images, labels = test.images, test.labels
     if ev.shift_subset and ev.shift_subset < len(labels):
         keep = np.random.default_rng(ev.corruption_seed).permutation(len(labels))
         keep = np.sort(keep[:ev.shift_subset])
@@ -98,7 +100,8 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
         corruptions = [n for n in CORRUPTIONS if rgb or n not in RGB_ONLY]
     shift = None
     if corruptions and predictors:
-        images, labels = _shift_subset(task, ev)
+        images, labels = (task.shift_split if task.shift_split is not None
+                          else shift_subset(task.test, ev))
         severities = [int(s) for s in str(ev.severities).split(",")]
         shift = robustness.evaluate_shift(
             predictors, temperatures, images, labels, corruptions=corruptions,
@@ -109,9 +112,12 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
                            "severities": severities, "models": shift}
 
     ood_sets = dict(task.ood)  # built into the data set (CLINC150's out-of-scope queries)
-    ood_sets.update(robustness.load_ood_sets(
+    loaded = robustness.load_ood_sets(
         ev.ood_sets, task_info=task.info, data_cfg=config.data, data_dir=ev.ood_data_dir,
-        subset=ev.ood_subset, seed=config.seed))
+        subset=ev.ood_subset, seed=config.seed)
+    if config.data.get("placement") == "sharded":  # keep only this process's rows
+        loaded = {name: eval_share(x, ev.batch_size, mesh) for name, x in loaded.items()}
+    ood_sets.update(loaded)
     msp_scores = {}
     if ood_sets and predictors:
         report["ood"], msp_scores = robustness.evaluate_ood(predictors, test_logits, ood_sets)

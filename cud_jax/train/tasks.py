@@ -36,6 +36,8 @@ class Task:
       train_shards: with `data.placement=sharded`, this process's shards of the training
         split (`cud_jax.train.data_placement.TrainShards`); `train` is then None, so the
         process no longer holds the rest.
+      shift_split: with `data.placement=sharded`, this process's share of the test images the
+        shift evaluation corrupts (chosen before the cut) and their labels; None otherwise.
       widths_fn: for length-bucketed text, `stored inputs [N, L] -> int32 [N]` bucket width
         of each example (training batches and evaluation batches then read only that many
         positions); None for fixed-shape inputs.
@@ -54,6 +56,7 @@ class Task:
     augmented: bool = True
     widths_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
     train_shards: Any = None
+    shift_split: Any = None
 
     @property
     def num_train_examples(self) -> int:
