@@ -35,10 +35,10 @@ from cud_jax.train.state import create_train_state, split_model  # noqa: E402
 SHARED = os.environ.get("CUD_JAX_SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
 
 
-def _runner(step, state, inputs, labels, order, widths, cached, num_steps):
+def _runner(step, state, inputs, labels, order, widths, cached, num_steps, mesh):
     """`run()` doing `num_steps` steps of `order` (batch widths `widths`, None: padded)."""
     holder = {"state": state, "step": 0}  # the step indexes both the order and the widths
-    perm = put_replicated(order, make_mesh())
+    perm = put_replicated(order, mesh)
     key = jax.random.PRNGKey(0)
 
     def run():
@@ -95,7 +95,8 @@ def main():
         _, params, model_state = split_model(models.create_text_model(
             student, num_classes=ds.num_classes, rngs=nnx.Rngs(0)))
         state = put_replicated(create_train_state(params, model_state, tx), mesh)
-        run = _runner(step, state, inputs, labels_dev, order, batch_widths, cached, args.steps)
+        run = _runner(step, state, inputs, labels_dev, order, batch_widths, cached, args.steps,
+                      mesh)
         t0 = time.perf_counter()
         run()
         first_call[name] = time.perf_counter() - t0

@@ -292,12 +292,17 @@ def _real_tokenizer(tokenizer):
     return data.load_tokenizer(folder) if folder is not None else tokenizer
 
 
-def test_real_banking77_counts(tokenizer):
-    folder = shared_data_dir() / "banking77"
-    if not (folder / "train.csv").is_file():
-        pytest.skip(f"shared Banking77 files not found in {folder}")
+def _load_shared(name: str, marker: str, tokenizer):
+    """(data set, tokenizer) from ../shared/data/NAME; skips when its files are absent."""
+    folder = shared_data_dir() / name
+    if not (folder / marker).is_file():
+        pytest.skip(f"shared {name} files not found in {folder}")
     tok = _real_tokenizer(tokenizer)
-    ds = data.load_text("banking77", data_dir=shared_data_dir(), tokenizer=tok)
+    return data.load_text(name, data_dir=shared_data_dir(), tokenizer=tok), tok
+
+
+def test_real_banking77_counts(tokenizer):
+    ds, tok = _load_shared("banking77", "train.csv", tokenizer)
     assert ds.num_classes == 77 and len(ds.class_names) == 77
     assert len(ds.train) + len(ds.val) == 10_003 and len(ds.val) == 1_000
     assert len(ds.test) == 3_080
@@ -308,11 +313,7 @@ def test_real_banking77_counts(tokenizer):
 
 
 def test_real_clinc150_counts(tokenizer):
-    folder = shared_data_dir() / "clinc150"
-    if not (folder / "data_full.json").is_file():
-        pytest.skip(f"shared CLINC150 files not found in {folder}")
-    tok = _real_tokenizer(tokenizer)
-    ds = data.load_text("clinc150", data_dir=shared_data_dir(), tokenizer=tok)
+    ds, tok = _load_shared("clinc150", "data_full.json", tokenizer)
     assert ds.num_classes == 150
     assert (len(ds.train), len(ds.val), len(ds.test)) == (15_000, 3_000, 4_500)
     assert len(ds.ood_test) == 1_000 and len(ds.ood_val) == 100

@@ -36,10 +36,8 @@ def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch
     sharded placement; its own batch size, no buckets).
     """
     if isinstance(inputs, EvalShare):
-        outputs = [predict_fn(params, model_state, batch)
-                   for batch in share_batches(inputs, mesh)]
-        _, mask = eval_batches(len(inputs), inputs.batch_size)
-        return np.concatenate([to_host(o) for o in outputs])[mask.reshape(-1)]
+        return _run_batches(predict_fn, params, model_state, share_batches(inputs, mesh),
+                            len(inputs), inputs.batch_size)
     if widths_fn is None or len(inputs) == 0:
         return _predict_padded(predict_fn, params, model_state, inputs, batch_size, mesh)
     widths = widths_fn(inputs)
@@ -56,12 +54,18 @@ def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch
 
 def _predict_padded(predict_fn, params, model_state, inputs, batch_size, mesh) -> np.ndarray:
     """Logits of every input in fixed-size batches (the last one padded, then dropped)."""
-    indices, mask = eval_batches(len(inputs), batch_size)
+    indices, _ = eval_batches(len(inputs), batch_size)
     sharding = batch_sharded(mesh)
-    outputs = []
-    for batch_indices in indices:
-        batch = host_to_global(inputs[batch_indices], sharding)  # each process: its shards
-        outputs.append(predict_fn(params, model_state, batch))  # dispatched asynchronously
+    batches = (host_to_global(inputs[batch_indices], sharding)  # each process: its shards
+               for batch_indices in indices)
+    return _run_batches(predict_fn, params, model_state, batches, len(inputs), batch_size)
+
+
+def _run_batches(predict_fn, params, model_state, batches, num_examples: int,
+                 batch_size: int) -> np.ndarray:
+    """Logits of global batches laid out by `eval_batches`, gathered, padding dropped."""
+    outputs = [predict_fn(params, model_state, batch) for batch in batches]  # all dispatched
+    _, mask = eval_batches(num_examples, batch_size)
     logits = np.concatenate([to_host(o) for o in outputs])  # gathered across processes
     return logits[mask.reshape(-1)]
 
