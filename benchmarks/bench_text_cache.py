@@ -26,9 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import provenance, time_call, write_results  # noqa: E402
 
 from cud_jax import models  # noqa: E402
-from cud_jax.train import evaluate, objectives, optim, steps  # noqa: E402
+from cud_jax.evaluate import predict  # noqa: E402
+from cud_jax.train import objectives, optim, steps  # noqa: E402
 from cud_jax.train.config_base import MINILM, text_config  # noqa: E402
-from cud_jax.train.sharding import make_mesh, put_replicated  # noqa: E402
+from cud_jax.parallel.sharding import make_mesh, put_replicated  # noqa: E402
 from cud_jax.train.state import create_train_state, split_model  # noqa: E402
 
 
@@ -64,8 +65,8 @@ def main():
     t_def, t_params, t_state = build(args.teacher)
     teacher_vars = put_replicated((t_params, t_state), mesh)
     cache_start = time.perf_counter()
-    predict = steps.make_predict_fn(t_def, lambda x: x, mesh=mesh)
-    logits = evaluate.predict_logits(predict, t_params, t_state, np.asarray(ids),
+    predict_fn = predict.make_predict_fn(t_def, lambda x: x, mesh=mesh)
+    logits = predict.predict_logits(predict_fn, t_params, t_state, np.asarray(ids),
                                      batch_size=128, mesh=mesh)
     cached = put_replicated(jax.nn.softmax(jnp.asarray(logits), -1), mesh)
     cache_seconds = time.perf_counter() - cache_start

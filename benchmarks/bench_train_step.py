@@ -20,7 +20,7 @@ import sys
 import time
 
 if "--devices" in " ".join(sys.argv):  # must precede the jax import
-    from cud_jax.host_devices import emulate_cpu_devices
+    from cud_jax.parallel.host_devices import emulate_cpu_devices
 
     emulate_cpu_devices(int([a.split("=")[1] for a in sys.argv if a.startswith("--devices=")][0]))
 
@@ -36,7 +36,7 @@ from _common import provenance, time_call, write_results  # noqa: E402
 from cud_jax import data as data_lib, models  # noqa: E402
 from cud_jax.train import objectives, optim, steps  # noqa: E402
 from cud_jax.train.config_base import base_config  # noqa: E402
-from cud_jax.train.sharding import make_mesh, put_replicated  # noqa: E402
+from cud_jax.parallel.sharding import make_mesh, put_replicated  # noqa: E402
 from cud_jax.train.state import create_train_state, split_model  # noqa: E402
 
 MEAN, STD = data_lib.CIFAR100_MEAN, data_lib.CIFAR100_STD

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from cud_jax.host_devices import emulate_cpu_devices
+from cud_jax.parallel.host_devices import emulate_cpu_devices
 
 emulate_cpu_devices(8)  # before JAX starts; no effect on GPU/TPU backends
 

@@ -3,7 +3,7 @@
 A matrix is a list of (teacher_loss, student_method) pairs run for several seeds. Each
 teacher is trained once per (loss, seed) in its own workdir and shared by its students via
 `--config.teacher.checkpoint`; the `ce` student method trains without a teacher. Every run
-is `cud_jax.train.pipeline.run`, the code behind `python -m cud_jax.main`, so each workdir
+is `cud_jax.pipeline.run`, the code behind `python -m cud_jax.main`, so each workdir
 holds the usual report; rerunning the script resumes unfinished runs from their checkpoints.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from _common import REPO, provenance, write_results
 from cud_jax import compare
-from cud_jax.train import pipeline
+from cud_jax import pipeline
 
 
 def _timed(workdir: str, fn) -> float | None:

@@ -30,10 +30,11 @@ def main(argv) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Progress goes to stdout; library INFO logs (Orbax prints one per checkpoint) stay quiet.
     logging.set_verbosity(logging.WARNING)
-    from cud_jax.train import distributed  # after flag parsing: keeps --help fast
+    from cud_jax.parallel import distributed  # after flag parsing: keeps --help fast
 
     distributed.initialize(_CONFIG.value.get("distributed"))  # before any JAX computation
-    from cud_jax.train import pipeline, preemption
+    from cud_jax import pipeline
+    from cud_jax.parallel import preemption
 
     try:
         report = pipeline.run(_CONFIG.value, os.path.expanduser(_WORKDIR.value))

@@ -46,7 +46,7 @@ LOG_DIR="${LOG_DIR:-$(mktemp -d -t cud_jax_mp.XXXXXX)}"
 mkdir -p "$LOG_DIR"
 
 # CPU only, D devices per process; generous collective timeouts, since emulated devices
-# are threads that a busy machine can starve (see cud_jax/host_devices.py).
+# are threads that a busy machine can starve (see cud_jax/parallel/host_devices.py).
 export JAX_PLATFORMS=cpu
 export XLA_FLAGS="--xla_force_host_platform_device_count=${DEVICES} --xla_cpu_collective_call_terminate_timeout_seconds=1800 --xla_cpu_collective_timeout_seconds=1800 ${XLA_FLAGS:-}"
 

@@ -4,7 +4,7 @@ Eight host CPU devices let the sharding tests run a real `Mesh` on a laptop or C
 The flag must be set before JAX initialises its backend, hence here, at import time.
 """
 
-from cud_jax.host_devices import emulate_cpu_devices
+from cud_jax.parallel.host_devices import emulate_cpu_devices
 
 emulate_cpu_devices(8)
 

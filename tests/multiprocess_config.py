@@ -6,7 +6,7 @@ Eight synthetic classes of 16x16 images, resnet8 teacher and student, 8 steps pe
 (global batch 32: 4 examples on each of 8 devices), a checkpoint every 4 steps, and an
 evaluation with two corruptions at one severity and uniform-noise OOD images. Data are
 sharded: each process keeps only the training shards of its own devices and the rows of
-every evaluation split they read (`cud_jax.train.data_placement`).
+every evaluation split they read (`cud_jax.parallel.placement`).
 """
 
 from cud_jax.train.config_base import base_config

@@ -3,6 +3,8 @@
 import io
 import json
 import os
+import subprocess
+import sys
 import zipfile
 
 import ml_collections
@@ -10,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cud_jax import compare
-from cud_jax.train import plots, robustness
+from cud_jax.evaluate import compare, plots, robustness
 
 INFO = {"image_shape": [8, 8, 3]}
 DATA_CFG = ml_collections.ConfigDict({"source_kwargs": {}})
@@ -107,3 +108,13 @@ def test_comparison_table_means_stds_and_bold_best(tmp_path):
     assert "Skipped (no report)" in text
     csv_lines = (tmp_path / "out" / "t.csv").read_text().splitlines()
     assert csv_lines[0].startswith("run,n,acc mean") and len(csv_lines) == 4
+
+
+def test_compare_command_keeps_its_module_name(tmp_path):
+    """`python -m cud_jax.compare` still runs the table (its home is cud_jax.evaluate)."""
+    run = _fake_run(tmp_path, "a0", "ce", "kd", 0, 0.70, 0.90, 0.10)
+    out = tmp_path / "t.md"
+    subprocess.run([sys.executable, "-m", "cud_jax.compare", run, "--out", str(out)],
+                   check=True, capture_output=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "| kd student" in out.read_text()

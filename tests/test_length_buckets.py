@@ -10,9 +10,10 @@ from flax import nnx
 
 from cud_jax import data
 from cud_jax.models import bert
-from cud_jax.train import evaluate, objectives, steps
+from cud_jax.evaluate import predict
+from cud_jax.train import objectives, steps
 from cud_jax.train.loop import StageRun
-from cud_jax.train.sharding import make_mesh, put_replicated
+from cud_jax.parallel.sharding import make_mesh, put_replicated
 from cud_jax.train.state import create_train_state, split_model
 
 VOCAB = 40
@@ -92,10 +93,10 @@ def test_eval_logits_are_the_same_with_buckets():
     mesh = make_mesh()
     ids = _padded_ids([3, 5, 7, 12, 16, 20, 9, 4, 30, 2, 11], width=32, seed=1)
     model_def, params, model_state = split_model(_tiny_bert())
-    predict = steps.make_predict_fn(model_def, lambda x: x, mesh=mesh)
-    plain = evaluate.predict_logits(predict, params, model_state, ids, batch_size=8, mesh=mesh)
-    bucketed = evaluate.predict_logits(
-        predict, params, model_state, ids, batch_size=8, mesh=mesh,
+    predict_fn = predict.make_predict_fn(model_def, lambda x: x, mesh=mesh)
+    plain = predict.predict_logits(predict_fn, params, model_state, ids, batch_size=8, mesh=mesh)
+    bucketed = predict.predict_logits(
+        predict_fn, params, model_state, ids, batch_size=8, mesh=mesh,
         widths_fn=lambda x: data.example_widths(x, (8, 16)))
     assert bucketed.shape == plain.shape == (len(ids), 3)
     np.testing.assert_allclose(bucketed, plain, rtol=1e-5, atol=1e-5)

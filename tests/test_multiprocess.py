@@ -29,10 +29,12 @@ import pytest
 from flax import nnx
 
 from cud_jax.data.containers import Split
-from cud_jax.host_devices import COLLECTIVE_TIMEOUT_SECONDS
-from cud_jax.train import checkpoints, distributed, objectives, pipeline, preemption, steps
+from cud_jax.parallel.host_devices import COLLECTIVE_TIMEOUT_SECONDS
+from cud_jax import pipeline
+from cud_jax.parallel import distributed, preemption
+from cud_jax.train import checkpoints, objectives, steps
 from cud_jax.train.loop import StageRun, train_stage
-from cud_jax.train.sharding import make_mesh
+from cud_jax.parallel.sharding import make_mesh
 from cud_jax.train.state import create_train_state, split_model
 from cud_jax.train.writers import MetricWriter
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from cud_jax.train import checkpoints, pipeline
+from cud_jax import pipeline
+from cud_jax.train import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.data.train_subset=256", "--config.data.test_subset=96",

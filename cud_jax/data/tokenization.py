@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cud_jax.package_paths import expand_package_path
+
 _SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -162,8 +164,6 @@ def load_tokenizer(path: str | os.PathLike, *, lowercase: bool | None = None
     Raises:
       FileNotFoundError: no tokenizer.json / vocab.txt at `path`.
     """
-    from cud_jax.models.hf_loading import expand_package_path  # noqa: PLC0415
-
     tk = _tokenizers()
     p = pathlib.Path(expand_package_path(path)).expanduser()
     if p.is_dir():

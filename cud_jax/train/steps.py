@@ -1,8 +1,7 @@
-"""The jit-compiled hot paths: one training step and one evaluation forward pass.
+"""The jit-compiled training step, shared by both stages (`make_train_step`).
 
-Both stages share `make_train_step`. The whole training split lives on device (replicated,
-or one shard per device: `cud_jax.train.data_placement`); each step slices its batch
-indices from the epoch order, gathers the images, augments them, and runs forward and
+The whole training split lives on device (replicated, or one shard per device:
+`cud_jax.parallel.placement`); each step slices its batch indices from the epoch order, gathers the images, augments them, and runs forward and
 backward, all inside one `jax.jit` with the state donated. The batch axis is constrained to
 the mesh's `data` axis, so XLA splits the work over devices and inserts the gradient
 all-reduce (and the cross-device BatchNorm reductions) itself.
@@ -17,8 +16,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from cud_jax.train.data_placement import gather_from_shards
-from cud_jax.train.sharding import batch_sharded, replicated
+from cud_jax.parallel.placement import gather_from_shards
+from cud_jax.parallel.sharding import batch_sharded, replicated
 from cud_jax.train.state import ModelDef, TrainState
 
 # (teacher_vars, model inputs [B, ...], take) -> teacher probabilities [B, K], float32, where
@@ -66,10 +65,10 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
       teacher: how to get teacher probabilities, or None for the teacher stage and the
         `ce` student.
       state_sharding: the layout of the state, a pytree of shardings from
-        `cud_jax.train.sharding.state_sharding` (None: replicated). The new state keeps it,
+        `cud_jax.parallel.sharding.state_sharding` (None: replicated). The new state keeps it,
         so the donated input buffers are reused and the next step gets what it expects.
       sharded_data: the training split is laid out one shard per device
-        (`cud_jax.train.data_placement`): `inputs` `[D, n, ...]`, `labels` `[D, n]`, and
+        (`cud_jax.parallel.placement`): `inputs` `[D, n, ...]`, `labels` `[D, n]`, and
         `perm` `[D, n]` the shards' own orders; each batch takes `batch_size / D` examples
         from every shard.
 
@@ -127,15 +126,3 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
     return jax.jit(step, donate_argnums=(0,), static_argnames=("width",),
                    out_shardings=(state_out, None))
 
-
-def make_predict_fn(model_def: ModelDef, preprocess: Callable[[jax.Array], jax.Array], *,
-                    mesh: Mesh):
-    """Builds a jitted `predict(params, model_state, inputs) -> float32 logits` (eval mode)."""
-    data_sharding = batch_sharded(mesh)
-
-    def predict(params, model_state, inputs):
-        inputs = jax.lax.with_sharding_constraint(preprocess(inputs), data_sharding)
-        logits, _ = model_def.apply(params, model_state, inputs, train=False)
-        return logits
-
-    return jax.jit(predict)

@@ -34,7 +34,7 @@ class Task:
       augmented: whether `augment` is random; if not, a frozen teacher's outputs on the
         training inputs are fixed and can be computed once (teacher caching).
       train_shards: with `data.placement=sharded`, this process's shards of the training
-        split (`cud_jax.train.data_placement.TrainShards`); `train` is then None, so the
+        split (`cud_jax.parallel.placement.TrainShards`); `train` is then None, so the
         process no longer holds the rest.
       shift_split: with `data.placement=sharded`, this process's share of the test images the
         shift evaluation corrupts (chosen before the cut) and their labels; None otherwise.

@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 
-from cud_jax.train import distributed
+from cud_jax.parallel import distributed
 
 #: Exit status of a run stopped by SIGTERM after saving its checkpoint.
 EXIT_PREEMPTED = 75

@@ -27,12 +27,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cud_jax.data import Split
-from cud_jax.train import (checkpoints, distributed, evaluate, objectives, optim, preemption,
-                           report, steps)
-from cud_jax.train.data_placement import (check_placement, eval_share, shards_to_mesh,
+from cud_jax.evaluate import predict, report
+from cud_jax.parallel import distributed, preemption
+from cud_jax.train import checkpoints, objectives, optim, steps
+from cud_jax.parallel.placement import (check_placement, eval_share, shards_to_mesh,
                                           take_local_shards)
 from cud_jax.train.loop import StageRun, train_stage
-from cud_jax.train.sharding import (FSDP_MIN_SIZE, check_batch_size, check_param_sharding,
+from cud_jax.parallel.sharding import (FSDP_MIN_SIZE, check_batch_size, check_param_sharding,
                                     check_same_everywhere, make_mesh, put_replicated,
                                     put_state, state_sharding)
 from cud_jax.train.state import TrainState, create_train_state, split_model
@@ -97,7 +98,7 @@ def training_arrays(task: Task, mesh):
 
 def place_training_data(config, task: Task, mesh) -> Task:
     """The task as `config.data.placement` wants it: with `sharded`, this process keeps only
-    its shards of the training split (`cud_jax.train.data_placement`)."""
+    its shards of the training split (`cud_jax.parallel.placement`)."""
     placement = config.data.get("placement", "replicated")
     check_placement(placement)
     if placement == "replicated":
@@ -161,15 +162,15 @@ def teacher_for_student(config, task: Task, mesh, teacher: Optional[Trained]):
         raise ValueError("student.cache_teacher=True needs un-augmented training inputs, but "
                          "this task augments them; set data.augment=False or "
                          "student.cache_teacher=False.")
-    predict = steps.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
+    predict_fn = predict.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
     if task.train_shards is not None:  # computed where each shard lives, kept there
-        logits = evaluate.predict_shards(predict, teacher.params, teacher.model_state,
+        logits = predict.predict_shards(predict_fn, teacher.params, teacher.model_state,
                                          training_arrays(task, mesh)[0],
                                          batch_size=config.eval.batch_size, mesh=mesh)
         logging.info("cached teacher probabilities for %d training inputs",
                      task.num_train_examples)
         return steps.cached_teacher, jax.jit(jax.nn.softmax)(logits)
-    logits = evaluate.predict_logits(predict, teacher.params, teacher.model_state,
+    logits = predict.predict_logits(predict_fn, teacher.params, teacher.model_state,
                                      task.train.images, batch_size=config.eval.batch_size,
                                      mesh=mesh, widths_fn=task.widths_fn)
     probs = jax.nn.softmax(jnp.asarray(logits), axis=-1)
@@ -260,7 +261,7 @@ def run(config, workdir: str) -> dict:
 
     Multi-process (`config.distributed`): every process runs this with the same config; the
     mesh spans all their devices. On SIGTERM the training stage in progress saves a
-    checkpoint and raises `preemption.Preempted` (see `cud_jax.train.preemption`).
+    checkpoint and raises `preemption.Preempted` (see `cud_jax.parallel.preemption`).
     """
     if config.stage not in STAGES:
         raise ValueError(f"Unknown stage {config.stage!r}; valid values: {', '.join(STAGES)}.")

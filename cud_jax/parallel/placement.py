@@ -32,7 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from cud_jax.data.batching import eval_batches
-from cud_jax.train.sharding import DATA_AXIS
+from cud_jax.parallel.sharding import DATA_AXIS
 
 PLACEMENTS = ("replicated", "sharded")
 

@@ -129,7 +129,7 @@ def initialize(cfg: Any = None) -> bool:
             raise
         message = ("jax.distributed.initialize must run before any JAX computation, but this "
                    "process has already used JAX. Launch through `python -m cud_jax.main`, "
-                   "or call cud_jax.train.distributed.initialize(config.distributed) first.")
+                   "or call cud_jax.parallel.distributed.initialize(config.distributed) first.")
         if mode == "true" or args:
             raise RuntimeError(message) from err
         logging.warning("%s Continuing as a single process.", message)

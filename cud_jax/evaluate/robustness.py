@@ -19,7 +19,7 @@ import numpy as np
 from cud_jax import data as data_lib
 from cud_jax import metrics
 from cud_jax.data.errors import DataNotFoundError
-from cud_jax.train.data_placement import EvalShare, map_slots
+from cud_jax.parallel.placement import EvalShare, map_slots
 
 Predict = Callable[[np.ndarray], np.ndarray]  # stored inputs -> logits
 

@@ -16,8 +16,8 @@ import jax
 import numpy as np
 
 from cud_jax import losses
-from cud_jax.train import evaluate, plots, robustness, steps
-from cud_jax.train.data_placement import eval_share
+from cud_jax.evaluate import plots, predict, robustness
+from cud_jax.parallel.placement import eval_share
 
 ECE_CONVENTION = ("top-label ECE, {bins} equal-width bins [lo, hi), confidence 1.0 in the "
                   "last bin (robustness_metrics convention); Brier summed over classes")
@@ -34,9 +34,9 @@ def _try_load(name: str, load: Callable):
 
 def _predictor(trained, task, config, mesh) -> Callable[[np.ndarray], np.ndarray]:
     """stored inputs -> logits for one model (compiled once, any number of inputs)."""
-    predict = steps.make_predict_fn(trained.model_def, task.preprocess, mesh=mesh)
-    return lambda inputs: evaluate.predict_logits(
-        predict, trained.params, trained.model_state, inputs,
+    predict_fn = predict.make_predict_fn(trained.model_def, task.preprocess, mesh=mesh)
+    return lambda inputs: predict.predict_logits(
+        predict_fn, trained.params, trained.model_state, inputs,
         batch_size=config.eval.batch_size, mesh=mesh, widths_fn=task.widths_fn)
 
 
@@ -75,12 +75,12 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
               "teacher_loss": config.teacher.loss, "student_method": config.student.method,
               "environment": _versions(workdir), "eval_config": ev.to_dict(), "models": {}}
     test_logits, temperatures = {}, {}
-    for name, predict in predictors.items():
+    for name, predict_model in predictors.items():
         cfg = config.teacher if name == "teacher" else config.student
-        test_logits[name] = predict(task.test.images)
+        test_logits[name] = predict_model(task.test.images)
         entry = {"model": cfg.model, "step": trained[name].step,
-                 **evaluate.evaluate_logits(test_logits[name], task.test.labels,
-                                            predict(task.val.images), task.val.labels,
+                 **predict.evaluate_logits(test_logits[name], task.test.labels,
+                                            predict_model(task.val.images), task.val.labels,
                                             num_bins=ev.num_bins)}
         temperatures[name] = entry["temperature_scaled"]["temperature"]
         if name == "teacher":
@@ -90,7 +90,7 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
         report["models"][name] = entry
     if "teacher" in test_logits and "student" in test_logits:
         report["models"]["student"].update(
-            evaluate.teacher_student_metrics(test_logits["student"], test_logits["teacher"]))
+            predict.teacher_student_metrics(test_logits["student"], test_logits["teacher"]))
 
     corruptions = [c.strip() for c in ev.corruptions.split(",") if c.strip()]
     if corruptions == ["all"]:

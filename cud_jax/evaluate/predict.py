@@ -11,11 +11,26 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from cud_jax import losses, metrics
 from cud_jax.data.batching import eval_batches
-from cud_jax.train.data_placement import EvalShare, share_batches
-from cud_jax.train.sharding import batch_sharded, host_to_global, to_host
+from cud_jax.parallel.placement import EvalShare, share_batches
+from cud_jax.parallel.sharding import batch_sharded, host_to_global, to_host
+from cud_jax.train.state import ModelDef
+
+
+def make_predict_fn(model_def: ModelDef, preprocess: Callable[[jax.Array], jax.Array], *,
+                    mesh: Mesh):
+    """Builds a jitted `predict(params, model_state, inputs) -> float32 logits` (eval mode)."""
+    data_sharding = batch_sharded(mesh)
+
+    def predict(params, model_state, inputs):
+        inputs = jax.lax.with_sharding_constraint(preprocess(inputs), data_sharding)
+        logits, _ = model_def.apply(params, model_state, inputs, train=False)
+        return logits
+
+    return jax.jit(predict)
 
 
 def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch_size: int,
@@ -23,7 +38,7 @@ def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch
     """Float32 logits `[N, K]` for every stored input, in order.
 
     Args:
-      predict_fn: from `cud_jax.train.steps.make_predict_fn`.
+      predict_fn: from `make_predict_fn`.
       params, model_state: the model's variables.
       inputs: `[N, ...]` stored inputs on the host.
       batch_size: evaluation batch size (a multiple of the device count).
@@ -32,7 +47,7 @@ def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch
         compilation per width), and the logits put back in input order.
 
     Multi-process: every process calls it with the same inputs and gets all the logits.
-    `inputs` may also be this process's `data_placement.EvalShare` of the split (the
+    `inputs` may also be this process's `cud_jax.parallel.placement.EvalShare` of the split (the
     sharded placement; its own batch size, no buckets).
     """
     if isinstance(inputs, EvalShare):
@@ -74,7 +89,7 @@ def predict_shards(predict_fn, params, model_state, inputs: jax.Array, *, batch_
                    mesh) -> jax.Array:
     """Float32 logits `[D, n, K]` of a training split laid out one shard per device.
 
-    `inputs` is `[D, n, ...]` split over `data` (`cud_jax.train.data_placement`); every
+    `inputs` is `[D, n, ...]` split over `data` (`cud_jax.parallel.placement`); every
     device runs the model on its own shard, `batch_size / D` rows at a time, and the logits
     stay where their inputs live (a cached teacher for the sharded placement).
     """

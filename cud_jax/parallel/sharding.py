@@ -5,7 +5,7 @@ The global batch size is a property of the recipe, not of the hardware: it is sp
 over however many devices the mesh has, so 1 and 8 devices run the same computation (up to
 the order of floating-point reductions).
 
-Multi-process runs (see `cud_jax.train.distributed`): the mesh spans the devices of every
+Multi-process runs (see `cud_jax.parallel.distributed`): the mesh spans the devices of every
 process and arrays placed on it are global. Host values that every process holds in full
 (the data set, a freshly initialised state, an evaluation batch) become global arrays with
 `host_to_global`: each process fills only its own devices' slices, with no cross-process

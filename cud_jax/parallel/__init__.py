@@ -1,0 +1,8 @@
+"""The device side of a run: mesh and sharding rules, data placement, multi-process start-up.
+
+Modules: `sharding` (the `data` mesh, replicated / fsdp state layouts), `placement` (where the
+training and evaluation splits live: replicated or one shard per device), `distributed`
+(`jax.distributed` start-up on clusters), `preemption` (SIGTERM -> checkpoint and exit),
+`host_devices` (CPU device emulation for tests and benchmarks; imports no JAX).
+Nothing here imports the trainer.
+"""
