@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cud_jax.evaluate import compare, plots, robustness
+from cud_jax.evaluate import compare, plots, predict, robustness
 
 INFO = {"image_shape": [8, 8, 3]}
 DATA_CFG = ml_collections.ConfigDict({"source_kwargs": {}})
@@ -60,6 +60,21 @@ def test_shift_metrics_apply_the_temperature():
     hot = robustness.shift_metrics(logits, labels, 4.0, 15)
     assert raw["accuracy"] == pytest.approx(2 / 3)
     assert raw["nll"] == raw["nll_ts"] and hot["nll_ts"] < hot["nll"]
+
+
+def test_report_nll_is_exact_for_confident_mistakes():
+    """NLL from logits: a float32 softmax underflows and capped NLL at 87.34 (issue 10)."""
+    logits = np.array([[120.0, 0.0, 0.0], [0.0, 3.0, 0.0]], np.float32)
+    labels = np.array([1, 1])
+    want = (120.0 + np.log1p(2 * np.exp(-120.0)) + np.log1p(2 * np.exp(-3.0))) / 2
+    clean = predict.classification_metrics(logits, labels)
+    assert clean["nll"] == pytest.approx(want, rel=1e-6)
+    scaled = predict.classification_metrics(logits, labels, temperature=2.0)
+    assert scaled["nll"] == pytest.approx(
+        (60.0 + np.log1p(2 * np.exp(-60.0)) + np.log1p(2 * np.exp(-1.5))) / 2, rel=1e-6)
+    shift = robustness.shift_metrics(logits, labels, 2.0, 15)
+    assert shift["nll"] == pytest.approx(want, rel=1e-6)
+    assert shift["nll_ts"] == pytest.approx(scaled["nll"], rel=1e-6)
 
 
 def test_figures_are_written(tmp_path):

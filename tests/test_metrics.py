@@ -44,6 +44,21 @@ def test_nll_exact_zero_is_large_and_finite():
                                            floor=1e-6), [-np.log(1e-6)], rtol=1e-5)
 
 
+def test_nll_from_logits_by_hand_and_beyond_the_float32_softmax():
+    logits = jnp.array([[2.0, 0.0, -1.0], [120.0, 0.0, 0.0], [1e4, -1e4, 0.0]])
+    labels = jnp.array([1, 1, 0])
+    want = [2.0 + np.log1p(np.exp(-2.0) + np.exp(-3.0)), 120.0, 0.0]
+    np.testing.assert_allclose(metrics.nll_from_logits(logits, labels), want, rtol=1e-6,
+                               atol=1e-6)
+    # The probability route stops at -log(tiny float32) = 87.34 for the second row.
+    capped = metrics.nll(jax.nn.softmax(logits), labels)
+    np.testing.assert_allclose(capped[1], 87.3365, rtol=1e-5)
+    np.testing.assert_allclose(metrics.nll_from_logits(logits[:1], labels[:1]), capped[:1],
+                               rtol=1e-6)
+    batched = jax.jit(jax.vmap(metrics.nll_from_logits))(logits[None], labels[None])
+    np.testing.assert_allclose(batched[0], want, rtol=1e-6, atol=1e-6)
+
+
 def test_brier_by_hand():
     # 0: .25 + .09 + .04; 1: .25 + .5625 + .0625; 2: .01 + .01 + .04; 3: 0 + .49 + .49
     np.testing.assert_allclose(metrics.brier(PROBS, LABELS), [0.38, 0.875, 0.06, 0.98],

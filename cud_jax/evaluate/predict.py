@@ -110,15 +110,22 @@ def predict_shards(predict_fn, params, model_state, inputs: jax.Array, *, batch_
     return jax.jit(lambda parts: jnp.concatenate(parts, axis=1), out_shardings=sharded)(pieces)
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, *, num_bins: int = 15
-                           ) -> dict:
-    """Accuracy, NLL, Brier, ECE family and misclassification AUROC of one set of predictions."""
-    probs, labels = np.asarray(probs, np.float32), np.asarray(labels)
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, *,
+                           temperature: float = 1.0, num_bins: int = 15) -> dict:
+    """Accuracy, NLL, Brier, ECE family and misclassification AUROC of `logits / temperature`.
+
+    NLL comes from the logits by log-softmax (`metrics.nll_from_logits`): the float32
+    probabilities the other metrics read underflow for confident mistakes.
+    """
+    logits = np.asarray(logits)
+    scaled = logits if temperature == 1.0 else logits / temperature
+    probs = np.asarray(jax.nn.softmax(scaled, -1), np.float32)
+    labels = np.asarray(labels)
     correct = np.asarray(metrics.accuracy(probs, labels)).astype(bool)
     confidence = probs.max(-1)
     return {
         "accuracy": float(correct.mean()),
-        "nll": float(np.mean(metrics.nll(probs, labels))),
+        "nll": float(np.mean(metrics.nll_from_logits(scaled, labels))),
         "brier": float(np.mean(metrics.brier(probs, labels))),
         "ece": float(metrics.ece(probs, labels, num_bins=num_bins)),
         "adaptive_ece": float(metrics.adaptive_ece(probs, labels, num_bins=num_bins)),
@@ -134,13 +141,12 @@ def evaluate_logits(test_logits: np.ndarray, test_labels: np.ndarray, val_logits
                     val_labels: np.ndarray, *, num_bins: int = 15) -> dict:
     """Clean metrics before and after temperature scaling fitted on the validation split."""
     temperature = float(losses.fit_temperature(val_logits, val_labels))
-    probs = np.asarray(jax.nn.softmax(test_logits, -1))
-    scaled = np.asarray(jax.nn.softmax(test_logits / temperature, -1))
     return {
-        "clean": classification_metrics(probs, test_labels, num_bins=num_bins),
+        "clean": classification_metrics(test_logits, test_labels, num_bins=num_bins),
         "temperature_scaled": {
             "temperature": temperature,
-            **classification_metrics(scaled, test_labels, num_bins=num_bins),
+            **classification_metrics(test_logits, test_labels, temperature=temperature,
+                                     num_bins=num_bins),
         },
     }
 

@@ -30,13 +30,15 @@ def _probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def shift_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float,
                   num_bins: int) -> dict:
-    """Accuracy, NLL and ECE on one corrupted set, raw and after temperature scaling."""
+    """Accuracy, NLL and ECE on one corrupted set, raw and after temperature scaling (NLL
+    from the logits by log-softmax, exact for confident mistakes)."""
+    logits = np.asarray(logits)
     probs, scaled = _probs(logits), _probs(logits, temperature)
     return {
         "accuracy": float(np.mean(np.argmax(logits, -1) == labels)),
-        "nll": float(np.mean(metrics.nll(probs, labels))),
+        "nll": float(np.mean(metrics.nll_from_logits(logits, labels))),
         "ece": float(metrics.ece(probs, labels, num_bins=num_bins)),
-        "nll_ts": float(np.mean(metrics.nll(scaled, labels))),
+        "nll_ts": float(np.mean(metrics.nll_from_logits(logits / temperature, labels))),
         "ece_ts": float(metrics.ece(scaled, labels, num_bins=num_bins)),
     }
 

@@ -1,7 +1,7 @@
 """Evaluation metrics: pure functions and streaming accumulators (DESIGN.md layer 2).
 
 * Per example (jnp, jit/vmap-able, class axis last, any leading batch shape): `accuracy`,
-  `nll`, `brier`, `agreement`, `teacher_student_kl`, and the scores `max_softmax_prob` and
+  `nll`, `nll_from_logits`, `brier`, `agreement`, `teacher_student_kl`, and the scores `max_softmax_prob` and
   `negative_entropy` (higher = more likely in-distribution).
 * Calibration over a batch (jnp, jit-able with `num_bins` static): `ece`, `mce`,
   `classwise_ece`, `adaptive_ece`, `reliability_diagram`.
@@ -20,7 +20,7 @@ from cud_jax.metrics.calibration import (
     mce,
     reliability_diagram,
 )
-from cud_jax.metrics.classification import NLL_FLOOR, accuracy, brier, nll
+from cud_jax.metrics.classification import NLL_FLOOR, accuracy, brier, nll, nll_from_logits
 from cud_jax.metrics.detection import (
     fpr_at_95_tpr,
     fpr_at_tpr,

@@ -61,6 +61,25 @@ def nll(probs, labels, *, floor: float = NLL_FLOOR) -> jax.Array:
     return _nll(probs, labels, floor)
 
 
+def nll_from_logits(logits, labels) -> jax.Array:
+    """-log softmax(logits)_label, per example, computed with log-softmax in float32.
+
+    Exact where `nll(softmax(logits))` is not: a float32 probability underflows to 0 below
+    ~1e-38, so `nll` of it stops at ~87.34 nats (logits `[120, 0, 0]`, label 1: this gives
+    120, `nll` of the probabilities 87.34). Reports compute NLL with this.
+
+    Args:
+      logits: `[..., K]` unnormalised scores (divide by a temperature first to scale them).
+      labels: `[...]` integer class indices.
+
+    Returns:
+      `[...]` negative log-likelihoods in nats.
+    """
+    logits = _validate.class_array(logits, "logits")
+    labels = _validate.label_array(labels, logits)
+    return _nll_from_logits(logits, labels)
+
+
 def brier(probs, labels) -> jax.Array:
     """Brier score sum_k (p_k - [k == label])**2, per example, SUMMED over classes.
 
@@ -88,6 +107,12 @@ def _accuracy(scores, labels):
 @jax.jit
 def _nll(probs, labels, floor):
     return -jnp.log(jnp.maximum(_validate.take_label(probs, labels), floor))
+
+
+@jax.jit
+def _nll_from_logits(logits, labels):
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -_validate.take_label(log_probs, labels)
 
 
 @jax.jit
