@@ -213,3 +213,34 @@ def test_student_bad_inputs():
         losses.kd_loss(jnp.zeros((2, 3)), jnp.ones((2, 3)) / 3, temperature=0.0)
     with pytest.raises(ValueError, match="labels"):
         losses.wclip(jnp.ones((2, 3)) / 3, jnp.array([0, 5]))
+
+
+def test_corrected_targets_give_wclip_and_its_statistics_at_once():
+    probs = jax.nn.softmax(3 * jax.random.normal(jax.random.PRNGKey(3), (4, 8, 6)))
+    labels = (jnp.arange(32).reshape(4, 8) % 7) - 1  # some unlabeled (-1) rows
+    out = losses.corrected_targets(probs, labels, eta=0.4, margin=0.6)
+    np.testing.assert_allclose(out.probs, losses.wclip(probs, labels, eta=0.4, margin=0.6),
+                               atol=1e-7)
+    for got, want in zip(out.stats, losses.wclip_stats(probs, labels, eta=0.4, margin=0.6)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    plain = losses.corrected_targets(probs, labels, correction="none")
+    np.testing.assert_array_equal(plain.probs, probs)
+    assert float(plain.stats.fire_rate) == float(out.stats.fire_rate)
+    with pytest.raises(ValueError, match="valid values: none, wclip, kl_wrong"):
+        losses.corrected_targets(probs, labels, correction="clip")
+
+
+@pytest.mark.parametrize("correction", ["none", "kl_wrong", "euclid_wrong"])
+def test_cud_student_loss_with_other_corrections_is_kd_on_those_targets(correction):
+    key_z, key_p = jax.random.split(jax.random.PRNGKey(5))
+    logits = jax.random.normal(key_z, (16, 5))
+    teacher = jax.nn.softmax(3 * jax.random.normal(key_p, (16, 5)))
+    labels = jnp.arange(16) % 5
+    q = losses.corrected_targets(teacher, labels, correction=correction).probs
+    want = (0.8 * losses.kd_loss(logits, q, temperature=2.0)
+            + 0.2 * losses.cross_entropy(logits, labels))
+    got, terms = jax.jit(lambda z, p, y: losses.cud_student_loss(
+        z, p, y, temperature=2.0, correction=correction, return_terms=True))(
+            logits, teacher, labels)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(terms.ce, losses.cross_entropy(logits, labels), rtol=1e-6)

@@ -169,10 +169,22 @@ def test_student_objectives_match_the_library_losses():
             np.testing.assert_allclose(metrics["wclip_fire_rate"],
                                        losses.wclip_stats(teacher, labels).fire_rate)
     cfg.method = "dkd"
-    half_warm, _ = objectives.student_objective(cfg)(logits, labels, teacher, 10.0)
-    dkd = losses.dkd_loss(logits, teacher, labels, temperature=4.0)
-    np.testing.assert_allclose(half_warm, losses.cross_entropy(logits, labels) + 0.5 * dkd,
-                               rtol=1e-5)
+    cfg.dkd_warmup_epochs = 20.0
+    dkd = losses.dkd_loss(logits, teacher, labels, temperature=4.0, beta=cfg.dkd_beta)
+    ce = losses.cross_entropy(logits, labels)
+    # Epochs count from 1 (DKD's code): the 10th epoch (9.5 done) trains at 10 / 20.
+    half_warm, _ = objectives.student_objective(cfg)(logits, labels, teacher, 9.5)
+    np.testing.assert_allclose(half_warm, ce + 0.5 * dkd, rtol=1e-5)
+
+
+def test_dkd_warmup_counts_epochs_from_one():
+    """The first epoch trains at 1 / warmup of full strength, not 0 (issue 10)."""
+    assert float(objectives.dkd_warmup(0.0, 20.0)) == pytest.approx(1 / 20)
+    assert float(objectives.dkd_warmup(0.99, 20.0)) == pytest.approx(1 / 20)
+    assert float(objectives.dkd_warmup(1.0, 20.0)) == pytest.approx(2 / 20)
+    assert float(objectives.dkd_warmup(19.0, 20.0)) == 1.0
+    assert float(objectives.dkd_warmup(0.0, 2.0)) == pytest.approx(0.5)
+    assert objectives.dkd_warmup(0.0, 0.0) == 1.0
 
 
 def test_projection_ablations_move_the_same_mass_as_wclip():
@@ -183,8 +195,9 @@ def test_projection_ablations_move_the_same_mass_as_wclip():
     delta = np.asarray(losses.wclip_delta(probs, labels))
     top = np.asarray(jnp.argmax(probs, -1))
     for method in ("cud_kl_wrong", "cud_euclid_wrong"):
-        q = np.asarray(objectives.corrected_targets(method, probs, labels, eta=cfg.eta,
-                                                    margin=cfg.margin))
+        q = np.asarray(losses.corrected_targets(probs, labels,
+                                                correction=objectives.CORRECTION_OF[method],
+                                                eta=cfg.eta, margin=cfg.margin).probs)
         np.testing.assert_allclose(q.sum(-1), 1.0, atol=1e-5)
         rows = np.arange(32)
         np.testing.assert_allclose(q[rows, top][wrong], (np.asarray(probs)[rows, top] - delta)[

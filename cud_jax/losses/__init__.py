@@ -12,8 +12,15 @@ from cud_jax.losses.classification import (
     label_smoothing_ce,
     probs_entropy,
 )
-from cud_jax.losses.distillation import cud_student_loss, dkd_loss, kd_loss, temper_probs
+from cud_jax.losses.distillation import (
+    StudentTerms,
+    cud_student_loss,
+    dkd_loss,
+    kd_loss,
+    temper_probs,
+)
 from cud_jax.losses.dus import dus_gate, dus_teacher_loss
 from cud_jax.losses.projections import kl_projection, project_simplex_box
+from cud_jax.losses.targets import CORRECTIONS, CorrectedTargets, corrected_targets
 from cud_jax.losses.wclip import WClipStats, top_class, wclip, wclip_delta, wclip_stats
 from cud_jax.losses.temperature import fit_temperature, temperature_scale

@@ -8,12 +8,14 @@ q = softmax(z); classes with q = 0 stay at exactly 0.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
 from cud_jax.losses import _validate
-from cud_jax.losses.wclip import wclip
+from cud_jax.losses.targets import CorrectedTargets, corrected_targets
 
 
 def _check_temperature(temperature) -> None:
@@ -92,14 +94,24 @@ def dkd_loss(student_logits, teacher_probs, labels, *, temperature=4.0, alpha: f
     return temperature**2 * (alpha * tckd + beta * nckd)
 
 
+class StudentTerms(NamedTuple):
+    """The parts of `cud_student_loss`, per example, and the targets the KD term used."""
+
+    kd: jax.Array
+    ce: jax.Array
+    targets: CorrectedTargets
+
+
 def cud_student_loss(student_logits, teacher_probs, labels, *, temperature, lam_kd: float = 0.8,
-                     lam_ce: float = 0.2, eta: float = 0.5, margin: float = 0.7) -> jax.Array:
+                     lam_ce: float = 0.2, eta: float = 0.5, margin: float = 0.7,
+                     correction: str = "wclip", return_terms: bool = False):
     """The CUD student objective (PAPER.md section 4), per example.
 
         L_S = lam_kd * T^2 * KL(softmax(log q / T) || softmax(z_S / T)) + lam_ce * CE(z_S, y)
 
     with q = wclip(teacher_probs, labels). Unlabeled examples (negative labels) get the KD
-    term only, with q = p.
+    term only, with q = p. The trainer's `kd`, `cud` and projection-ablation students are
+    this function with another `correction`.
 
     Args:
       student_logits: `[..., K]` student logits.
@@ -108,11 +120,21 @@ def cud_student_loss(student_logits, teacher_probs, labels, *, temperature, lam_
       temperature: KD temperature (4 for the CIFAR recipes, 2 for text).
       lam_kd, lam_ce: weights of the KD and CE terms (paper: 0.8 and 0.2).
       eta, margin: W-Clip parameters.
+      correction: how q is made from the teacher's probabilities
+        (`cud_jax.losses.targets.CORRECTIONS`): `wclip` (CUD), `none` (plain Hinton KD
+        with a CE term), `kl_wrong` / `euclid_wrong` (PAPER.md section 3's ablations).
+      return_terms: also return the `StudentTerms` (KD and CE per example, the targets and
+        their W-Clip statistics) for logging.
+
+    Returns:
+      `[...]` losses, or `(losses, StudentTerms)` with `return_terms`.
     """
     student_logits, teacher_probs = _student_and_targets(student_logits, teacher_probs)
     labels = _validate.label_array(labels, student_logits, allow_unlabeled=True)
-    targets = wclip(teacher_probs, labels, eta=eta, margin=margin)
-    kd = kd_loss(student_logits, targets, temperature=temperature)
+    targets = corrected_targets(teacher_probs, labels, correction=correction, eta=eta,
+                                margin=margin)
+    kd = kd_loss(student_logits, targets.probs, temperature=temperature)
     log_p_y = _validate.take_label(jax.nn.log_softmax(student_logits, axis=-1), labels)
     ce = jnp.where(labels >= 0, -log_p_y, 0.0)
-    return lam_kd * kd + lam_ce * ce
+    loss = lam_kd * kd + lam_ce * ce
+    return (loss, StudentTerms(kd, ce, targets)) if return_terms else loss

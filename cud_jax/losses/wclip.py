@@ -52,11 +52,18 @@ def wclip_delta(probs, labels, *, eta: float = 0.5, margin: float = 0.7) -> jax.
     """
     probs = _validate.class_array(probs, "probs")
     labels = _validate.label_array(labels, probs, allow_unlabeled=True)
+    return fired_delta(probs, labels, eta=eta, margin=margin)[0]
+
+
+def fired_delta(probs: jax.Array, labels: jax.Array, *, eta: float, margin: float):
+    """`(delta, p_top, top, fires)` of validated arrays: W-Clip's moved mass (0 where it does
+    not fire), the top class and its probability, and where W-Clip fires; one computation
+    for the targets and their statistics (`cud_jax.losses.targets`)."""
     p_top, top = top_class(probs)
     p_y = _validate.take_label(probs, labels)
     fires = (labels >= 0) & (top != labels)
     delta = jnp.minimum(eta * p_top, margin * (p_top - p_y))
-    return jnp.where(fires, delta, 0.0)
+    return jnp.where(fires, delta, 0.0), p_top, top, fires
 
 
 def wclip(probs, labels, *, eta: float = 0.5, margin: float = 0.7) -> jax.Array:

@@ -1,4 +1,5 @@
-"""Config -> per-example objective, for the teacher and the student stage.
+"""Config -> per-example objective, for the teacher and the student stage: a table from the
+method name to `cud_jax.losses` calls.
 
 An objective maps `(logits, labels, teacher_probs, progress)` to `(per_example_loss,
 metrics)`, where `progress` is the number of epochs done, fractional (for DKD's warm-up), and
@@ -17,10 +18,21 @@ from cud_jax import losses
 
 Objective = Callable[..., tuple[jax.Array, dict]]
 
-TEACHER_LOSSES = ("ce", "label_smoothing", "focal", "dus")
-#: Student methods. `ce` needs no teacher; `kd` and `cud` differ only in the targets;
-#: `cud_kl_wrong` / `cud_euclid_wrong` are PAPER.md section 3's projection ablations.
+#: Teacher loss name -> `(logits, labels, cfg) -> per-example loss`.
+TEACHER_LOSSES = {
+    "ce": lambda z, y, cfg: losses.cross_entropy(z, y),
+    "label_smoothing": lambda z, y, cfg: losses.label_smoothing_ce(
+        z, y, smoothing=cfg.label_smoothing),
+    "focal": lambda z, y, cfg: losses.focal_loss(z, y, gamma=cfg.focal_gamma),
+    "dus": lambda z, y, cfg: losses.dus_teacher_loss(z, y, **dict(cfg.dus)),
+}
+#: Student methods that learn `lam_kd * KD(q) + lam_ce * CE` (`losses.cud_student_loss`),
+#: by the target correction q they use; `cud_kl_wrong` / `cud_euclid_wrong` are PAPER.md
+#: section 3's projection ablations. `ce` needs no teacher; `dkd` is decoupled KD.
+CORRECTION_OF = {"kd": "none", "cud": "wclip", "cud_kl_wrong": "kl_wrong",
+                 "cud_euclid_wrong": "euclid_wrong"}
 STUDENT_METHODS = ("ce", "kd", "dkd", "cud", "cud_kl_wrong", "cud_euclid_wrong")
+assert set(STUDENT_METHODS) == {"ce", "dkd", *CORRECTION_OF}
 
 
 def _unknown(kind: str, value: str, valid) -> ValueError:
@@ -28,31 +40,15 @@ def _unknown(kind: str, value: str, valid) -> ValueError:
 
 
 def teacher_objective(cfg) -> Objective:
-    """The teacher loss named by `cfg.loss` with its options from `cfg`.
-
-    Reads `cfg.loss` in TEACHER_LOSSES and, as needed, `cfg.label_smoothing`,
-    `cfg.focal_gamma` and `cfg.dus` (a dict of `dus_teacher_loss` keyword arguments).
-    """
-    name = cfg.loss
-    if name == "ce":
-        loss_fn = losses.cross_entropy
-    elif name == "label_smoothing":
-        def loss_fn(z, y):
-            return losses.label_smoothing_ce(z, y, smoothing=cfg.label_smoothing)
-    elif name == "focal":
-        def loss_fn(z, y):
-            return losses.focal_loss(z, y, gamma=cfg.focal_gamma)
-    elif name == "dus":
-        dus_kwargs = dict(cfg.dus)
-
-        def loss_fn(z, y):
-            return losses.dus_teacher_loss(z, y, **dus_kwargs)
-    else:
-        raise _unknown("teacher loss", name, TEACHER_LOSSES)
+    """The teacher loss named by `cfg.loss` (a TEACHER_LOSSES key) with its options from
+    `cfg` (`label_smoothing`, `focal_gamma`, or `dus`: `dus_teacher_loss` keywords)."""
+    if cfg.loss not in TEACHER_LOSSES:
+        raise _unknown("teacher loss", cfg.loss, TEACHER_LOSSES)
+    loss_fn = TEACHER_LOSSES[cfg.loss]
 
     def objective(logits, labels, teacher_probs=None, progress=None):
         del teacher_probs, progress
-        return loss_fn(logits, labels), {
+        return loss_fn(logits, labels, cfg), {
             "ce": jnp.mean(losses.cross_entropy(logits, labels)),
             "entropy": jnp.mean(losses.entropy(logits)),
         }
@@ -60,63 +56,50 @@ def teacher_objective(cfg) -> Objective:
     return objective
 
 
-def _wrong_only_budget(probs, labels, eta, margin):
-    """W-Clip's budget on the wrong top class alone: W = {k*} where k* != y, eps = p_k* - delta."""
-    delta = losses.wclip_delta(probs, labels, eta=eta, margin=margin)
-    p_top, top = losses.top_class(probs)  # W-Clip's k*, without XLA:CPU's slow argmax
-    top = jax.nn.one_hot(top, probs.shape[-1], dtype=bool)
-    return top & (delta > 0)[..., None], p_top - delta
-
-
-def corrected_targets(method: str, probs, labels, *, eta: float, margin: float):
-    """The teacher targets a student method learns from (probabilities at temperature 1)."""
-    if method in ("kd", "dkd"):
-        return probs
-    if method == "cud":
-        return losses.wclip(probs, labels, eta=eta, margin=margin)
-    w_mask, eps = _wrong_only_budget(probs, labels, eta, margin)
-    if method == "cud_kl_wrong":
-        return losses.kl_projection(probs, n_mask=jnp.zeros_like(w_mask), alpha=0.0,
-                                    w_mask=w_mask, eps=eps)
-    if method == "cud_euclid_wrong":
-        upper = jnp.where(w_mask, eps[..., None], 1.0)
-        return losses.project_simplex_box(probs, jnp.zeros_like(probs), upper)
-    raise _unknown("student method", method, STUDENT_METHODS)
+def dkd_warmup(progress, warmup_epochs: float):
+    """DKD's warm-up factor `min(epoch / warmup_epochs, 1)` with epochs counted from 1, as in
+    the DKD paper's code: the first epoch already trains at `1 / warmup_epochs` of full
+    strength. `progress` is the fractional number of epochs done; 0 turns warm-up off."""
+    if not warmup_epochs:
+        return 1.0
+    epoch = jnp.floor(progress) + 1.0
+    return jnp.minimum(1.0, epoch / warmup_epochs)
 
 
 def student_objective(cfg) -> Objective:
-    """The student loss named by `cfg.method`.
+    """The student loss named by `cfg.method` (one of STUDENT_METHODS).
 
-    Reads `cfg.method` in STUDENT_METHODS, `cfg.temperature`, `cfg.lam_kd`, `cfg.lam_ce`,
-    `cfg.eta`, `cfg.margin`, and for DKD `cfg.dkd_alpha`, `cfg.dkd_beta` and
-    `cfg.dkd_warmup_epochs` (epochs over which the DKD term ramps up linearly; 0 for none).
-    For `kd`, `cud` and the projection variants the loss is
-    `lam_kd * kd_loss(targets) + lam_ce * CE`; DKD is `CE + warmup * dkd_loss` as in its paper.
+    Reads `cfg.temperature`, `cfg.lam_kd`, `cfg.lam_ce`, `cfg.eta`, `cfg.margin`, and for
+    DKD `cfg.dkd_alpha`, `cfg.dkd_beta` and `cfg.dkd_warmup_epochs`. DKD is
+    `CE + dkd_warmup(progress) * dkd_loss` as in its paper; every other method with a teacher
+    is `losses.cud_student_loss` with the method's target correction.
     """
     method = cfg.method
     if method not in STUDENT_METHODS:
         raise _unknown("student method", method, STUDENT_METHODS)
 
     def objective(logits, labels, teacher_probs=None, progress=0.0):
-        ce = losses.cross_entropy(logits, labels)
-        metrics = {"ce": jnp.mean(ce), "student_entropy": jnp.mean(losses.entropy(logits))}
+        metrics = {"student_entropy": jnp.mean(losses.entropy(logits))}
         if method == "ce":
-            return ce, metrics
+            ce = losses.cross_entropy(logits, labels)
+            return ce, {"ce": jnp.mean(ce), **metrics}
         metrics["teacher_entropy"] = jnp.mean(losses.probs_entropy(teacher_probs))
-        stats = losses.wclip_stats(teacher_probs, labels, eta=cfg.eta, margin=cfg.margin)
-        metrics["wclip_fire_rate"] = stats.fire_rate
-        metrics["wclip_moved_mass"] = stats.moved_mass
         if method == "dkd":
-            warmup = (jnp.minimum(1.0, progress / cfg.dkd_warmup_epochs)
-                      if cfg.dkd_warmup_epochs else 1.0)
+            ce = losses.cross_entropy(logits, labels)
+            stats = losses.corrected_targets(teacher_probs, labels, correction="none",
+                                             eta=cfg.eta, margin=cfg.margin).stats
             dkd = losses.dkd_loss(logits, teacher_probs, labels, temperature=cfg.temperature,
                                   alpha=cfg.dkd_alpha, beta=cfg.dkd_beta)
-            metrics["kd"] = jnp.mean(dkd)
-            return ce + warmup * dkd, metrics
-        targets = corrected_targets(method, teacher_probs, labels, eta=cfg.eta,
-                                    margin=cfg.margin)
-        kd = losses.kd_loss(logits, targets, temperature=cfg.temperature)
-        metrics["kd"] = jnp.mean(kd)
-        return cfg.lam_kd * kd + cfg.lam_ce * ce, metrics
+            loss = ce + dkd_warmup(progress, cfg.dkd_warmup_epochs) * dkd
+            kd = dkd
+        else:
+            loss, terms = losses.cud_student_loss(
+                logits, teacher_probs, labels, temperature=cfg.temperature, lam_kd=cfg.lam_kd,
+                lam_ce=cfg.lam_ce, eta=cfg.eta, margin=cfg.margin,
+                correction=CORRECTION_OF[method], return_terms=True)
+            ce, kd, stats = terms.ce, terms.kd, terms.targets.stats
+        metrics.update(ce=jnp.mean(ce), kd=jnp.mean(kd), wclip_fire_rate=stats.fire_rate,
+                       wclip_moved_mass=stats.moved_mass)
+        return loss, metrics
 
     return objective
