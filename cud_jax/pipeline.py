@@ -29,6 +29,7 @@ from flax import nnx
 from cud_jax.data import Split
 from cud_jax.evaluate import predict, report
 from cud_jax.parallel import distributed, preemption
+from cud_jax.parallel.workdir_lock import hold_workdir
 from cud_jax.train import checkpoints, objectives, optim, steps
 from cud_jax.parallel.placement import (check_placement, eval_share, shards_to_mesh,
                                           take_local_shards)
@@ -268,6 +269,12 @@ def run(config, workdir: str) -> dict:
     check_param_sharding(*_param_layout(config))
     distributed.initialize(config.get("distributed"))  # before JAX computes anything
     os.makedirs(workdir, exist_ok=True)
+    with hold_workdir(workdir):  # one run per workdir
+        return _run_locked(config, workdir)
+
+
+def _run_locked(config, workdir: str) -> dict:
+    """`run` once the workdir is this run's."""
     mesh = make_mesh()
     distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
     task = place_eval_data(config, place_training_data(config, build_task(config.data), mesh),
