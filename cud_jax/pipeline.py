@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cud_jax import losses
 from cud_jax.data import Split
 from cud_jax.evaluate import predict, report
 from cud_jax.parallel import distributed, preemption
@@ -148,33 +149,66 @@ def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) 
     return restored
 
 
-def teacher_for_student(config, task: Task, mesh, teacher: Optional[Trained]):
+TEACHER_CALIBRATIONS = ("none", "temperature")
+
+def teacher_temperature(config, task: Task, mesh, teacher: Trained, workdir=None):
+    """The temperature the student's teacher is divided by, or None (`teacher.calibration`).
+
+    `temperature`: post-hoc temperature scaling of the frozen teacher, fitted on the
+    validation split as in the evaluation's TS variant (PAPER.md's temperature-scaled CE
+    teacher baseline); the student then distils from softmax(z_T / T). Written to
+    `WORKDIR/teacher_temperature.json` for the report.
+    """
+    calibration = config.teacher.calibration
+    if calibration not in TEACHER_CALIBRATIONS:
+        raise ValueError(f"Unknown teacher.calibration {calibration!r}; valid values: "
+                         f"{', '.join(TEACHER_CALIBRATIONS)}.")
+    if calibration == "none":
+        return None
+    predict_fn = predict.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
+    val_logits = predict.predict_logits(predict_fn, teacher.params, teacher.model_state,
+                                        task.val.images, batch_size=config.eval.batch_size,
+                                        mesh=mesh, widths_fn=task.widths_fn)
+    temperature = float(losses.fit_temperature(val_logits, task.val.labels))
+    print(f"[student] teacher calibrated by temperature scaling: T = {temperature:.4f}")
+    if workdir is not None and jax.process_index() == 0:
+        with open(os.path.join(workdir, report.TEACHER_TEMPERATURE_FILE), "w", encoding="utf-8") as f:
+            json.dump({"calibration": calibration, "temperature": temperature}, f)
+    return temperature
+
+
+def teacher_for_student(config, task: Task, mesh, teacher: Optional[Trained], workdir=None):
     """(teacher_fn, teacher_vars) for the student step, or (None, None) without a teacher.
 
     With `student.cache_teacher` the frozen teacher's probabilities on every training input
     are computed once here and the step looks them up, skipping the teacher forward pass.
-    That is exact only when training inputs are not randomly augmented (text).
+    That is exact only when training inputs are not randomly augmented (text). With
+    `teacher.calibration=temperature` the teacher's logits are divided by the temperature
+    fitted on the validation split (`teacher_temperature`).
     """
     if teacher is None:
         return None, None
+    temperature = teacher_temperature(config, task, mesh, teacher, workdir)
     if not config.student.cache_teacher:
-        return steps.model_teacher(teacher.model_def), (teacher.params, teacher.model_state)
+        return (steps.model_teacher(teacher.model_def, temperature),
+                (teacher.params, teacher.model_state))
     if task.augmented:
         raise ValueError("student.cache_teacher=True needs un-augmented training inputs, but "
                          "this task augments them; set data.augment=False or "
                          "student.cache_teacher=False.")
     predict_fn = predict.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
+    scale = (lambda z: z) if temperature is None else (lambda z: z / temperature)
     if task.train_shards is not None:  # computed where each shard lives, kept there
         logits = predict.predict_shards(predict_fn, teacher.params, teacher.model_state,
-                                         training_arrays(task, mesh)[0],
-                                         batch_size=config.eval.batch_size, mesh=mesh)
+                                        training_arrays(task, mesh)[0],
+                                        batch_size=config.eval.batch_size, mesh=mesh)
         logging.info("cached teacher probabilities for %d training inputs",
                      task.num_train_examples)
-        return steps.cached_teacher, jax.jit(jax.nn.softmax)(logits)
+        return steps.cached_teacher, jax.jit(lambda z: jax.nn.softmax(scale(z)))(logits)
     logits = predict.predict_logits(predict_fn, teacher.params, teacher.model_state,
-                                     task.train.images, batch_size=config.eval.batch_size,
-                                     mesh=mesh, widths_fn=task.widths_fn)
-    probs = jax.nn.softmax(jnp.asarray(logits), axis=-1)
+                                    task.train.images, batch_size=config.eval.batch_size,
+                                    mesh=mesh, widths_fn=task.widths_fn)
+    probs = jax.nn.softmax(scale(jnp.asarray(logits)), axis=-1)
     logging.info("cached teacher probabilities for %d training inputs", len(logits))
     return steps.cached_teacher, put_replicated(probs, mesh)
 
@@ -203,7 +237,7 @@ def run_training_stage(name: str, config, workdir: str, task: Task, mesh,
                        teacher: Optional[Trained] = None) -> Trained:
     """Trains (or resumes) the teacher or the student and returns it."""
     cfg = config.teacher if name == "teacher" else config.student
-    teacher_fn, teacher_vars = teacher_for_student(config, task, mesh, teacher)
+    teacher_fn, teacher_vars = teacher_for_student(config, task, mesh, teacher, workdir)
     model_def, state, step_fn, spe, total, lr_fn = build_stage(name, config, task, mesh,
                                                                teacher_fn)
     run = _stage_run(name, cfg, config, workdir, task, step_fn, spe, total, lr_fn)

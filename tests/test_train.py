@@ -14,6 +14,7 @@ from flax import nnx
 from cud_jax import losses
 from cud_jax.data.containers import Split
 from cud_jax import pipeline
+from cud_jax.evaluate import predict, report
 from cud_jax.train import checkpoints, objectives, steps
 from cud_jax.train.config_base import base_config
 from cud_jax.train.loop import NonFiniteLossError, StageRun, train_stage
@@ -261,4 +262,36 @@ def test_cached_teacher_gives_the_same_student_steps():
                            results[1][1], results[0][1])
     task.augmented = True
     with pytest.raises(ValueError, match="cache_teacher"):
+        pipeline.teacher_for_student(config, task, mesh, teacher)
+
+
+def test_temperature_calibrated_teacher_is_what_the_student_learns_from(tmp_path):
+    """`teacher.calibration=temperature`: softmax(z_T / T), T fitted on val (issue 10)."""
+    mesh = make_mesh()
+    task = _task()
+    task.augmented = False  # so the cached teacher applies too
+    teacher = pipeline.Trained(*split_model(TinyNet(4, nnx.Rngs(7))), 0)
+    config = base_config()
+    config.eval.batch_size = 16
+    config.teacher.calibration = "temperature"
+    predict_fn = predict.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
+
+    def logits_of(images):
+        return predict.predict_logits(predict_fn, teacher.params, teacher.model_state, images,
+                                      batch_size=16, mesh=mesh)
+
+    temperature = float(losses.fit_temperature(logits_of(task.val.images), task.val.labels))
+    assert abs(temperature - 1.0) > 0.05  # the check below can tell calibrated from not
+    want = jax.nn.softmax(logits_of(task.train.images[:16]) / temperature)
+    for cache in (False, True):
+        config.student.cache_teacher = cache
+        teacher_fn, teacher_vars = pipeline.teacher_for_student(config, task, mesh, teacher,
+                                                                str(tmp_path))
+        got = teacher_fn(teacher_vars, task.preprocess(task.train.images[:16]),
+                         lambda x: x[:16])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    recorded = report.teacher_calibration(config, str(tmp_path))
+    assert recorded == {"calibration": "temperature", "temperature": pytest.approx(temperature)}
+    config.teacher.calibration = "platt"
+    with pytest.raises(ValueError, match="teacher.calibration 'platt'; valid values: none"):
         pipeline.teacher_for_student(config, task, mesh, teacher)

@@ -23,6 +23,20 @@ ECE_CONVENTION = ("top-label ECE, {bins} equal-width bins [lo, hi), confidence 1
                   "last bin (robustness_metrics convention); Brier summed over classes")
 
 
+#: Where the student stage records the temperature its teacher was calibrated with.
+TEACHER_TEMPERATURE_FILE = "teacher_temperature.json"
+
+
+def teacher_calibration(config, workdir: str) -> dict:
+    """How the student's teacher was calibrated (`teacher.calibration`) and, for
+    `temperature`, the fitted temperature the student stage recorded."""
+    path = os.path.join(workdir, TEACHER_TEMPERATURE_FILE)
+    if config.teacher.calibration != "none" and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return {"calibration": config.teacher.calibration, "temperature": None}
+
+
 def _try_load(name: str, load: Callable):
     try:
         return load(name)
@@ -73,6 +87,7 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
 
     report = {"dataset": task.info, "ece_convention": ECE_CONVENTION.format(bins=ev.num_bins),
               "teacher_loss": config.teacher.loss, "student_method": config.student.method,
+              "teacher_calibration": teacher_calibration(config, workdir),
               "environment": _versions(workdir), "eval_config": ev.to_dict(), "models": {}}
     test_logits, temperatures = {}, {}
     for name, predict_model in predictors.items():
@@ -145,6 +160,13 @@ def _write_figures(workdir, test_logits, labels, shift, msp_scores, num_bins) ->
         plots.ood_figure(os.path.join(workdir, f"ood_{safe}.png"), set_name, scores)
 
 
+def _calibration_note(report: dict) -> str:
+    calibration = report.get("teacher_calibration") or {}
+    if calibration.get("temperature") is None:
+        return ""
+    return f" (teacher temperature-scaled, T={calibration['temperature']:.3f}, for the student)"
+
+
 _COLUMNS = ("accuracy", "nll", "brier", "ece", "adaptive_ece", "mce", "classwise_ece",
             "misclassification_auroc")
 
@@ -159,7 +181,7 @@ def markdown_report(report: dict) -> str:
     info = report["dataset"]
     lines = [f"# Report: {info['dataset']}", "",
              f"Teacher loss `{report['teacher_loss']}`, student method "
-             f"`{report['student_method']}`. Splits: train {info['train_size']}, val "
+             f"`{report['student_method']}`{_calibration_note(report)}. Splits: train {info['train_size']}, val "
              f"{info['val_size']}, test {info['test_size']}. {report['ece_convention']}. "
              "TS = temperature scaling fitted on the validation split.", "", "## Clean test set",
              ""]

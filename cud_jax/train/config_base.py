@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher.batch_size = 64
     c.teacher.dtype = "float32"  # or bfloat16 (parameters and losses stay float32)
     c.teacher.checkpoint = config_dict.placeholder(str)  # use a teacher trained elsewhere
+    # none, or temperature: the student distils from softmax(z_T / T), T fitted on the
+    # validation split (post-hoc temperature scaling of the frozen teacher).
+    c.teacher.calibration = "none"
 
     c.student = ml_collections.ConfigDict(optimizer_config())
     c.student.model = "resnet8x4"

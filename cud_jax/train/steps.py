@@ -28,13 +28,19 @@ TeacherFn = Callable[[Any, jax.Array, Callable[[jax.Array], jax.Array]], jax.Arr
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def model_teacher(model_def: ModelDef) -> TeacherFn:
-    """A frozen teacher that runs its forward pass (eval mode) inside the student step."""
+def model_teacher(model_def: ModelDef, temperature: Optional[float] = None) -> TeacherFn:
+    """A frozen teacher that runs its forward pass (eval mode) inside the student step.
+
+    `temperature`: the teacher's logits are divided by it first (a teacher calibrated by
+    temperature scaling, `teacher.calibration=temperature`); None leaves them as they are.
+    """
 
     def probs(teacher_vars, images, take):
         del take
         params, model_state = teacher_vars
         logits, _ = model_def.apply(params, model_state, images, train=False)
+        if temperature is not None:
+            logits = logits / temperature
         return jax.nn.softmax(logits, axis=-1)
 
     return probs
