@@ -35,7 +35,7 @@ from _common import provenance, time_call, write_results  # noqa: E402
 
 from cud_jax import data as data_lib, models  # noqa: E402
 from cud_jax.train import objectives, optim, steps  # noqa: E402
-from cud_jax.train.config_base import base_config  # noqa: E402
+from cud_jax.configs import base_config  # noqa: E402
 from cud_jax.parallel.sharding import make_mesh, put_replicated  # noqa: E402
 from cud_jax.train.state import create_train_state, split_model  # noqa: E402
 

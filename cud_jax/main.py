@@ -30,9 +30,11 @@ def main(argv) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Progress goes to stdout; library INFO logs (Orbax prints one per checkpoint) stay quiet.
     logging.set_verbosity(logging.WARNING)
-    from cud_jax.parallel import distributed  # after flag parsing: keeps --help fast
+    from cud_jax import configs  # after flag parsing: keeps --help fast
+    from cud_jax.parallel import distributed
 
-    distributed.initialize(_CONFIG.value.get("distributed"))  # before any JAX computation
+    configs.validate(_CONFIG.value)  # a misspelt or missing field fails before anything runs
+    distributed.initialize(_CONFIG.value.distributed)  # before any JAX computation
     from cud_jax import pipeline
     from cud_jax.parallel import preemption
 

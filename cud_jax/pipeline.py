@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cud_jax import losses
+from cud_jax import configs, losses
 from cud_jax.data import Split
 from cud_jax.evaluate import predict, report
 from cud_jax.parallel import distributed, preemption
@@ -35,7 +35,7 @@ from cud_jax.train import checkpoints, objectives, optim, steps
 from cud_jax.parallel.placement import (check_placement, eval_share, shards_to_mesh,
                                           take_local_shards)
 from cud_jax.train.loop import StageRun, train_stage
-from cud_jax.parallel.sharding import (FSDP_MIN_SIZE, check_batch_size, check_param_sharding,
+from cud_jax.parallel.sharding import (check_batch_size, check_param_sharding,
                                     check_same_everywhere, make_mesh, put_replicated,
                                     put_state, state_sharding)
 from cud_jax.train.state import TrainState, create_train_state, split_model
@@ -63,10 +63,8 @@ def _dtype(name: str):
 
 
 def _param_layout(config) -> tuple[str, int]:
-    """`(param_sharding, fsdp_min_size)` of `config.parallel`; replicated without the block."""
-    parallel = config.get("parallel") or {}
-    return (parallel.get("param_sharding", "replicated"),
-            parallel.get("fsdp_min_size", FSDP_MIN_SIZE))
+    """`(param_sharding, fsdp_min_size)` of `config.parallel`."""
+    return config.parallel.param_sharding, config.parallel.fsdp_min_size
 
 
 def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: int):
@@ -101,7 +99,7 @@ def training_arrays(task: Task, mesh):
 def place_training_data(config, task: Task, mesh) -> Task:
     """The task as `config.data.placement` wants it: with `sharded`, this process keeps only
     its shards of the training split (`cud_jax.parallel.placement`)."""
-    placement = config.data.get("placement", "replicated")
+    placement = config.data.placement
     check_placement(placement)
     if placement == "replicated":
         return task
@@ -118,7 +116,7 @@ def place_eval_data(config, task: Task, mesh) -> Task:
     """With `data.placement=sharded`, every evaluation split keeps only the rows this
     process's devices read (`data_placement.eval_share`); labels stay whole (the metrics need
     them all), and the shift subset of the test images is chosen before the cut."""
-    if config.data.get("placement", "replicated") == "replicated":
+    if config.data.placement == "replicated":
         return task
     ev = config.eval
 
@@ -257,7 +255,7 @@ def load_trained(name: str, config, workdir: str, task: Task, mesh) -> Trained:
     spe, total = num_steps(task, cfg.batch_size, cfg.epochs)
     model_def, _, template = _init_state(task, cfg, config.seed, total, spe)
     directory = os.path.join(workdir, "checkpoints", name)
-    if cfg.get("checkpoint"):  # a model trained elsewhere (e.g. to evaluate it here)
+    if cfg.checkpoint:  # a model trained elsewhere (e.g. to evaluate it here)
         directory = cfg.checkpoint
     fix = (f"Run `--config.stage={name}` (or `all`) first, or set --config.{name}.checkpoint "
            f"to a {name} checkpoint directory.")
@@ -298,10 +296,11 @@ def run(config, workdir: str) -> dict:
     mesh spans all their devices. On SIGTERM the training stage in progress saves a
     checkpoint and raises `preemption.Preempted` (see `cud_jax.parallel.preemption`).
     """
+    configs.validate(config)  # every field the run reads is there, and nothing else
     if config.stage not in STAGES:
         raise ValueError(f"Unknown stage {config.stage!r}; valid values: {', '.join(STAGES)}.")
     check_param_sharding(*_param_layout(config))
-    distributed.initialize(config.get("distributed"))  # before JAX computes anything
+    distributed.initialize(config.distributed)  # before JAX computes anything
     os.makedirs(workdir, exist_ok=True)
     with hold_workdir(workdir):  # one run per workdir
         return _run_locked(config, workdir)
@@ -316,15 +315,15 @@ def _run_locked(config, workdir: str) -> dict:
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"
-    check_every = (config.get("distributed") or {}).get("preemption_check_every", 10)
+    check_every = config.distributed.preemption_check_every
 
     # `all` skips the teacher when nothing needs it (a `ce` student trains on labels alone),
     # and any model given by `<stage>.checkpoint` (it is only evaluated).
     trains_teacher = stage == "teacher" or (stage == "all" and needs_teacher)
     with preemption.handle_sigterm(check_every):
-        if trains_teacher and not config.teacher.get("checkpoint"):
+        if trains_teacher and not config.teacher.checkpoint:
             teacher = run_training_stage("teacher", config, workdir, task, mesh)
-        if stage in ("student", "all") and not config.student.get("checkpoint"):
+        if stage in ("student", "all") and not config.student.checkpoint:
             if teacher is None and needs_teacher:
                 teacher = load_trained("teacher", config, workdir, task, mesh)
             student = run_training_stage("student", config, workdir, task, mesh,

@@ -9,7 +9,7 @@ sharded: each process keeps only the training shards of its own devices and the 
 every evaluation split they read (`cud_jax.parallel.placement`).
 """
 
-from cud_jax.train.config_base import base_config
+from cud_jax.configs import base_config
 
 
 def get_config(arg=None):

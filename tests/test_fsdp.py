@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 from cud_jax import pipeline
 from cud_jax.parallel import sharding
 from cud_jax.train import checkpoints
-from cud_jax.train.config_base import base_config
+from cud_jax.configs import base_config
 from cud_jax.train.state import create_train_state, split_model
 from test_train import TinyNet, _losses, _task  # the tiny task and model of the trainer tests
 

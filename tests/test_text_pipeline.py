@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("tokenizers")
 
 from cud_jax import pipeline  # noqa: E402
-from cud_jax.train.config_base import text_config  # noqa: E402
+from cud_jax.configs import text_config  # noqa: E402
 
 WORDS = ["play", "music", "song", "set", "alarm", "wake", "me", "up", "what", "is", "the",
          "weather", "rain", "today", "book", "flight", "to", "paris", "buy", "car"]

@@ -16,7 +16,7 @@ from cud_jax.data.containers import Split
 from cud_jax import pipeline
 from cud_jax.evaluate import predict, report
 from cud_jax.train import checkpoints, objectives, steps
-from cud_jax.train.config_base import base_config
+from cud_jax.configs import base_config
 from cud_jax.train.loop import NonFiniteLossError, StageRun, train_stage
 from cud_jax.parallel.sharding import make_mesh
 from cud_jax.train.state import create_train_state, split_model

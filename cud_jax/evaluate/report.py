@@ -130,7 +130,7 @@ def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None
     loaded = robustness.load_ood_sets(
         ev.ood_sets, task_info=task.info, data_cfg=config.data, data_dir=ev.ood_data_dir,
         subset=ev.ood_subset, seed=config.seed)
-    if config.data.get("placement") == "sharded":  # keep only this process's rows
+    if config.data.placement == "sharded":  # keep only this process's rows
         loaded = {name: eval_share(x, ev.batch_size, mesh) for name, x in loaded.items()}
     ood_sets.update(loaded)
     msp_scores = {}

@@ -120,7 +120,7 @@ def load_ood_sets(spec: str, *, task_info: dict, data_cfg, data_dir, subset, see
             elif name.startswith("images:"):
                 images = _image_files(name.split(":", 1)[1], shape, subset, seed)
             elif name.startswith("synthetic_ood:"):
-                kwargs = dict(data_cfg.source_kwargs) if data_cfg.get("source_kwargs") else {}
+                kwargs = dict(data_cfg.source_kwargs)
                 kwargs.pop("cache_dir", None)
                 images = data_lib.load_synthetic_ood(name.split(":", 1)[1], **kwargs).images
             else:

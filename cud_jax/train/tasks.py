@@ -67,7 +67,7 @@ class Task:
 
 
 def _source_kwargs(cfg) -> dict:
-    return dict(cfg.source_kwargs) if cfg.get("source_kwargs") else {}
+    return dict(cfg.source_kwargs)
 
 
 def build_vision_task(cfg) -> Task:
@@ -135,7 +135,7 @@ def build_text_task(cfg) -> Task:
                              "model's own tokenizer (data.tokenizer).")
         return model
 
-    buckets = tuple(cfg.get("length_buckets") or ())
+    buckets = tuple(cfg.length_buckets or ())
     widths_fn = None
     if buckets:
         def widths_fn(ids):
@@ -157,7 +157,7 @@ def build_text_task(cfg) -> Task:
 
 def build_task(cfg) -> Task:
     """The task for `cfg.data`: `cfg.kind` is `vision` or `text`."""
-    kind = cfg.get("kind", "vision")
+    kind = cfg.kind
     if kind == "vision":
         return build_vision_task(cfg)
     if kind == "text":

@@ -1,7 +1,11 @@
-"""The default config tree every recipe in `configs/` starts from.
+"""The shared blocks of the recipes in `configs/`, and the check of a complete config.
 
-A recipe overrides fields; `python -m cud_jax.main --config=configs/X.py --config.a.b=v`
-overrides any of them from the command line. Fields are documented where they are defined.
+Each `configs/*.py` builds its config from these blocks and sets its own recipe on top;
+`python -m cud_jax.main --config=configs/X.py --config.a.b=v` overrides any field from the
+command line. Fields are documented where `base_config` defines them. `validate` checks a
+whole config once, at the start of a run: a field the library does not know, or one it
+needs and the config lacks, fails with the field's name (the library never falls back on a
+default of its own).
 """
 
 from __future__ import annotations
@@ -71,7 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.student.eta = 0.5
     c.student.margin = 0.7
     c.student.dkd_alpha = 1.0
-    c.student.dkd_beta = 8.0
+    c.student.dkd_beta = 8.0  # the CIFAR recipes set it per pair (DKD_BETA)
+    # DKD's loss ramps up as min(epoch / dkd_warmup_epochs, 1), epochs counted from 1: DKD's
+    # 20 of 240 CIFAR epochs. Each recipe sets its own (text: a fraction of its run).
     c.student.dkd_warmup_epochs = 20.0
     c.student.epochs = 240.0
     c.student.batch_size = 64
@@ -117,6 +123,17 @@ def parse_arg(arg: str | None) -> dict:
     return out
 
 
+#: DKD's NCKD weight beta in DKD's own CIFAR-100 configs (mdistiller), by TEACHER-STUDENT
+#: pair; 8.0 for every other pair.
+DKD_BETA = {"wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0, "vgg13-vgg8": 6.0,
+            "vgg13-mobilenetv2": 6.0, "resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0}
+DKD_BETA_DEFAULT = 8.0
+#: DKD's warm-up on the CIFAR recipes: 20 epochs (of 240).
+CIFAR_DKD_WARMUP_EPOCHS = 20.0
+#: Text recipes warm DKD up over this fraction of the student's epochs (20 of 240 epochs is
+#: a CIFAR setting; 20 epochs would never reach full strength in a 10 or 2 epoch text run).
+TEXT_DKD_WARMUP_FRACTION = 0.2
+
 #: Students that the CIFAR KD tables train with lr 0.01 instead of 0.05.
 LOW_LR_STUDENTS = ("mobilenetv2", "shufflenetv1", "shufflenetv2")
 
@@ -131,10 +148,13 @@ def cifar_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     c = base_config()
     c.data.name = dataset
     c.eval.ood_sets = "tfds:svhn_cropped," + ("cifar100" if dataset == "cifar10" else "cifar10")
-    teacher, _, student = args.get("pair", "resnet32x4-resnet8x4").partition("-")
+    pair = args.get("pair", "resnet32x4-resnet8x4")
+    teacher, _, student = pair.partition("-")
     if not student:
         raise ValueError("`pair` must look like TEACHER-STUDENT, e.g. wrn_40_2-wrn_16_2.")
     c.teacher.model, c.student.model = teacher, student
+    c.student.dkd_beta = DKD_BETA.get(pair, DKD_BETA_DEFAULT)
+    c.student.dkd_warmup_epochs = CIFAR_DKD_WARMUP_EPOCHS
     c.student.method = args.get("method", "cud")
     c.teacher.loss = args.get("teacher_loss", "dus")
     if student in LOW_LR_STUDENTS:
@@ -195,6 +215,7 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     student = args.get("student", "minilm3" if offline else "4l")
     c.student.model = TEXT_STUDENTS.get(student, student)
     c.student.lr, c.student.epochs = (2e-4, 2.0) if offline else (1e-4, 10.0)
+    c.student.dkd_warmup_epochs = TEXT_DKD_WARMUP_FRACTION * c.student.epochs
     c.teacher.loss = args.get("teacher_loss", "dus")
     c.student.method = args.get("method", "cud")
     c.student.temperature = 2.0
@@ -242,3 +263,48 @@ def parallel_config() -> ml_collections.ConfigDict:
     p.param_sharding = "replicated"
     p.fsdp_min_size = FSDP_MIN_SIZE
     return p
+
+
+# --- The check of a complete config ---------------------------------------------------
+
+#: Blocks whose keys are free-form keyword arguments (checked by the function they go to).
+FREE_FORM = ("data.source_kwargs",)
+
+
+def _reference(kind: str) -> ml_collections.ConfigDict:
+    """The field tree a config of this data kind must have."""
+    return text_config(None, "text") if kind == "text" else base_config()
+
+
+def _check_tree(config, reference, path: str) -> None:
+    have, want = set(config.keys()), set(reference.keys())
+    for name in sorted(have - want):
+        raise ValueError(f"Unknown config field {path + name!r}; the fields of "
+                         f"{path.rstrip('.') or 'the config'} are {', '.join(sorted(want))} "
+                         "(cud_jax/configs.py documents them).")
+    for name in sorted(want - have):
+        raise ValueError(f"Config field {path + name!r} is missing; set it in the config (the "
+                         "library has no default for it; cud_jax/configs.py documents it).")
+    for name in sorted(want):
+        field = f"{path}{name}"
+        if field in FREE_FORM:
+            continue
+        ref_value, value = reference[name], config[name]
+        if isinstance(ref_value, ml_collections.ConfigDict):
+            if not isinstance(value, (ml_collections.ConfigDict, dict)):
+                raise ValueError(f"Config field {field!r} must be a block of fields, got "
+                                 f"{value!r}.")
+            _check_tree(value, ref_value, f"{field}.")
+
+
+def validate(config) -> None:
+    """Checks that `config` has exactly the fields a run reads, once, before the run starts.
+
+    Raises:
+      ValueError: naming the first unknown field (a typo, or a field of another data kind)
+        or the first missing one.
+    """
+    kind = config.data.kind if "data" in config and "kind" in config.data else None
+    if kind not in ("vision", "text"):
+        raise ValueError(f"Config field 'data.kind' must be vision or text, got {kind!r}.")
+    _check_tree(config, _reference(kind), "")

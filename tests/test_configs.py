@@ -1,0 +1,69 @@
+"""The recipes in configs/: each loads, is complete, and carries its own DKD settings."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from cud_jax import configs, pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+def load(name: str, arg=None):
+    """`configs/<name>.py`'s `get_config(arg)`, loaded as the command line loads it."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs",
+                                                                     f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_recipe_is_complete(path):
+    configs.validate(load(os.path.basename(path)[:-3]))
+
+
+def test_unknown_and_missing_fields_fail_with_their_names():
+    config = load("quickstart")
+    config.student.temprature = 2.0
+    with pytest.raises(ValueError, match="Unknown config field 'student.temprature'"):
+        configs.validate(config)
+    config = load("quickstart")
+    del config.eval["num_bins"]
+    with pytest.raises(ValueError, match="Config field 'eval.num_bins' is missing"):
+        configs.validate(config)
+    config = load("quickstart")
+    config.data.tokenizer = "bert-base-uncased"  # a text field on a vision run
+    with pytest.raises(ValueError, match="Unknown config field 'data.tokenizer'"):
+        configs.validate(config)
+
+
+def test_the_run_checks_the_config_before_anything_else(tmp_path):
+    config = load("quickstart")
+    del config.parallel["fsdp_min_size"]
+    with pytest.raises(ValueError, match="'parallel.fsdp_min_size' is missing"):
+        pipeline.run(config, str(tmp_path))
+    assert os.listdir(tmp_path) == []  # failed before creating anything
+
+
+@pytest.mark.parametrize("pair, beta", [
+    ("wrn_40_2-wrn_16_2", 6.0), ("wrn_40_2-wrn_40_1", 6.0), ("vgg13-vgg8", 6.0),
+    ("vgg13-mobilenetv2", 6.0), ("resnet56-resnet20", 2.0), ("resnet110-resnet32", 2.0),
+    ("resnet32x4-resnet8x4", 8.0), ("resnet32x4-shufflenetv1", 8.0)])
+def test_dkd_beta_is_dkds_own_per_pair_value(pair, beta):
+    for name in ("cifar100", "cifar10"):
+        student = load(name, f"pair={pair},method=dkd").student
+        assert student.dkd_beta == beta
+        assert student.dkd_warmup_epochs == 20.0
+
+
+@pytest.mark.parametrize("name, arg", [("quickstart", None), ("clinc150", None),
+                                       ("clinc150", "offline=1"), ("banking77", None),
+                                       ("trec", None), ("agnews", None), ("massive", None)])
+def test_dkd_reaches_full_strength_within_every_recipe(name, arg):
+    """A 20-epoch warm-up is CIFAR's; shorter runs warm up over part of their own length."""
+    student = load(name, arg).student
+    assert 0 < student.dkd_warmup_epochs <= 0.5 * student.epochs
