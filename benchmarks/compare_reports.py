@@ -4,8 +4,9 @@
 
 Prints every leaf that differs, with NLL fields (any key containing `nll`) listed apart:
 the reports compute NLL from logits since the redesign, so those are expected to move
-where the old float32-probability NLL was inexact. The `environment` block (versions,
-devices, time of the run) is skipped. Exit status 0 when nothing outside NLL differs.
+where the old float32-probability NLL was inexact. Fields only the second report has (new
+fields) are listed apart too. The `environment` block (versions, devices, time of the run)
+is skipped. Exit status 0 when no field of the first report differs outside NLL.
 """
 
 from __future__ import annotations
@@ -38,17 +39,19 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def compare(before: dict, after: dict) -> tuple[list, list, int]:
-    """(differences outside NLL, NLL differences, leaves compared); each entry is
-    `(path, before, after)`, with `<missing>` for a leaf only one side has."""
+def compare(before: dict, after: dict) -> tuple[list, list, list, int]:
+    """(differences outside NLL, NLL differences, new fields, leaves compared); each entry
+    is `(path, before, after)`, with `<missing>` for a leaf only one side has."""
     a = {k: v for k, v in flatten(before).items() if k.split(".")[0] not in SKIPPED}
     b = {k: v for k, v in flatten(after).items() if k.split(".")[0] not in SKIPPED}
-    other, nll = [], []
+    other, nll, added = [], [], []
     for path in sorted(set(a) | set(b)):
         va, vb = a.get(path, "<missing>"), b.get(path, "<missing>")
-        if not _same(va, vb):
+        if path not in a:
+            added.append((path, va, vb))
+        elif not _same(va, vb):
             (nll if "nll" in path.split(".")[-1] else other).append((path, va, vb))
-    return other, nll, len(set(a) | set(b))
+    return other, nll, added, len(a)
 
 
 def main() -> int:
@@ -60,14 +63,17 @@ def main() -> int:
         before = json.load(f)
     with open(args.after, encoding="utf-8") as f:
         after = json.load(f)
-    other, nll, count = compare(before, after)
-    print(f"{count} leaves compared (environment skipped).")
+    other, nll, added, count = compare(before, after)
+    print(f"{count} leaves of {args.before} compared (environment skipped).")
     print(f"Differences outside NLL fields: {len(other)}")
     for path, va, vb in other:
         print(f"  {path}: {va!r} -> {vb!r}")
     print(f"NLL fields that differ: {len(nll)}")
     for path, va, vb in nll:
         print(f"  {path}: {va!r} -> {vb!r}")
+    print(f"New fields (only in {args.after}): {len(added)}")
+    for path, _, vb in added:
+        print(f"  {path}: {vb!r}")
     return 1 if other else 0
 
 

@@ -2,20 +2,21 @@
 # Full-data text evidence on one GPU: CLINC150 (then Banking77 while time is left), 2 seeds,
 # CE student / KD from CE and DUS teachers / CUD, through benchmarks/text_matrix.py.
 #
-#   OUT=/where/results/go BUDGET=420 bash benchmarks/gpu_text_run.sh
+#   OUT=/where/results/go [BUDGET=SECONDS] [EPOCHS=5] bash benchmarks/gpu_text_run.sh
 #
-# Expects, relative to the repository root (git-ignored, prepared on a machine with the
-# files; see benchmarks/README.md):
+# For a GPU machine without internet. Expects, relative to the repository root (git-ignored;
+# `python benchmarks/prepare_offline_text.py --data DIR` makes them where the files are, see
+# benchmarks/README.md):
 #   local_data/minilm_fp16/   the MiniLM-L6 checkpoint folder (config.json, vocab.txt,
 #                             tokenizer.json, model.safetensors), weights stored as float16
-#                             to fit the device tool's 64 MiB transfer limit
 #   local_data/data/clinc150/, local_data/data/banking77/   the data sets' official files
-# and, where ml_collections is not installed, its wheel in .whl/.
-# Each data set's results file is rewritten after every seed, so a run stopped by its time
-# limit still leaves the seeds it finished.
+# and, where ml_collections is not installed, its wheel in .whl/ (installed offline).
+# BUDGET (seconds, optional) stops starting new seeds once it is half spent; each data set's
+# results file is rewritten after every seed, so a run stopped early keeps the seeds it
+# finished.
 set -uo pipefail
 OUT=${OUT:-results}
-BUDGET=${BUDGET:-420}    # seconds; a data set's next seed starts only with time to finish
+BUDGET=${BUDGET:-0}      # seconds; 0: no limit. A next seed starts only with time to finish
 EPOCHS=${EPOCHS:-5}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -38,7 +39,7 @@ for dataset in clinc150 banking77; do
     # Start a data set only in the first half of the budget; its second seed reuses the
     # compiled programs and needs about half the first one's time.
     if [[ $seeds == 0 ]]; then latest=$((BUDGET / 2)); else latest=$((BUDGET * 2 / 3)); fi
-    if (( SECONDS > latest )); then
+    if (( BUDGET > 0 && SECONDS > latest )); then
       echo "[gpu_text_run] ${SECONDS}s of ${BUDGET}s used: skipping $dataset seeds $seeds"
       continue
     fi
