@@ -30,16 +30,14 @@ from cud_jax import configs, losses
 from cud_jax.data import Split
 from cud_jax.evaluate import predict, report
 from cud_jax.parallel import distributed, preemption
+from cud_jax.parallel.placement import make_placement
+from cud_jax.parallel.sharding import (check_batch_size, check_param_sharding, make_mesh,
+                                       put_state, state_sharding)
 from cud_jax.parallel.workdir_lock import hold_workdir
 from cud_jax.train import checkpoints, objectives, optim, steps
-from cud_jax.parallel.placement import (check_placement, eval_share, shards_to_mesh,
-                                          take_local_shards)
 from cud_jax.train.loop import StageRun, train_stage
-from cud_jax.parallel.sharding import (check_batch_size, check_param_sharding,
-                                    check_same_everywhere, make_mesh, put_replicated,
-                                    put_state, state_sharding)
 from cud_jax.train.state import TrainState, create_train_state, split_model
-from cud_jax.train.tasks import Task, build_task, num_steps, train_widths
+from cud_jax.train.tasks import PlacedData, Task, build_task, num_steps, train_widths
 from cud_jax.train.writers import MetricWriter
 
 STAGES = ("teacher", "student", "eval", "all")
@@ -74,63 +72,39 @@ def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: i
     return model_def, tx, create_train_state(params, model_state, tx)
 
 
-def _stage_run(name: str, cfg, config, workdir, task: Task, step_fn, spe: int, total: int,
+def _stage_run(name: str, config, workdir, data: PlacedData, step_fn, spe: int, total: int,
                lr_fn) -> StageRun:
     every = config.checkpoint.every_steps or total
     rule, min_size = _param_layout(config)
-    shards = task.train_shards
-    return StageRun(name=name, step_fn=step_fn, num_examples=task.num_train_examples,
+    return StageRun(name=name, step_fn=step_fn, num_examples=data.num_train_examples,
                     steps_per_epoch=spe, total_steps=total, seed=config.seed,
                     checkpoint_dir=os.path.join(workdir, "checkpoints", name),
                     checkpoint_every=every, keep=config.checkpoint.keep,
-                    log_every=config.log_every, batch_size=cfg.batch_size, lr_fn=lr_fn,
-                    example_widths=train_widths(task), param_sharding=rule,
-                    fsdp_min_size=min_size,
-                    num_shards=None if shards is None else shards.num_shards)
+                    log_every=config.log_every, batch_size=config[name].batch_size,
+                    lr_fn=lr_fn, example_widths=train_widths(data), param_sharding=rule,
+                    fsdp_min_size=min_size, placement=data.placement)
 
 
-def training_arrays(task: Task, mesh):
-    """(inputs, labels) of the training split: host arrays, or global arrays of the shards."""
-    if task.train_shards is not None:
-        return shards_to_mesh(task.train_shards, mesh)
-    return task.train.images, task.train.labels
+def place_data(config, task: Task, mesh) -> PlacedData:
+    """The data stage's output: `task`'s splits as `config.data.placement` holds them here.
 
-
-def place_training_data(config, task: Task, mesh) -> Task:
-    """The task as `config.data.placement` wants it: with `sharded`, this process keeps only
-    its shards of the training split (`cud_jax.parallel.placement`)."""
-    placement = config.data.placement
-    check_placement(placement)
-    if placement == "replicated":
-        return task
-    train = task.train
-    check_same_everywhere((train.images, train.labels), "training data")  # before the cut
-    shards = take_local_shards(train, mesh, config.data.split_seed)
-    held = shards.shard_size * len(shards.shard_ids)
-    print(f"[data] process {jax.process_index()} holds training shards "
-          f"{list(shards.shard_ids)}: {held} of {shards.num_examples} examples")
-    return dataclasses.replace(task, train=None, train_shards=shards)
-
-
-def place_eval_data(config, task: Task, mesh) -> Task:
-    """With `data.placement=sharded`, every evaluation split keeps only the rows this
-    process's devices read (`data_placement.eval_share`); labels stay whole (the metrics need
-    them all), and the shift subset of the test images is chosen before the cut."""
-    if config.data.placement == "replicated":
-        return task
+    With `sharded`, this process keeps only its shards of the training split and, of every
+    evaluation split, the rows its devices read; the shift subset of the test images is
+    chosen before that cut (`cud_jax.parallel.placement`).
+    """
+    placement = make_placement(config.data.placement, mesh)
     ev = config.eval
 
-    def cut(images):
-        return eval_share(images, ev.batch_size, mesh)
+    def held(inputs, labels):
+        return Split(placement.hold_eval(inputs, ev.batch_size), labels)
 
-    shift = None
-    if ev.corruptions.strip():
-        images, labels = report.shift_subset(task.test, ev)
-        shift = Split(cut(images), labels)
-    return dataclasses.replace(
-        task, val=Split(cut(task.val.images), task.val.labels),
-        test=Split(cut(task.test.images), task.test.labels),
-        ood={name: cut(images) for name, images in task.ood.items()}, shift_split=shift)
+    shift = held(*report.shift_subset(task.test, ev)) if ev.corruptions.strip() else None
+    return PlacedData(
+        task=dataclasses.replace(task, train=None, val=None, test=None, ood={}),
+        placement=placement, train=placement.hold_training(task.train, config.data.split_seed),
+        val=held(task.val.images, task.val.labels), test=held(task.test.images, task.test.labels),
+        shift=shift, ood={name: placement.hold_eval(x, ev.batch_size)
+                          for name, x in task.ood.items()})
 
 
 def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) -> TrainState:
@@ -149,7 +123,15 @@ def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) 
 
 TEACHER_CALIBRATIONS = ("none", "temperature")
 
-def teacher_temperature(config, task: Task, mesh, teacher: Trained, workdir=None):
+
+def _predict_logits(trained: Trained, data: PlacedData, inputs, config, mesh):
+    predict_fn = predict.make_predict_fn(trained.model_def, data.task.preprocess, mesh=mesh)
+    return predict.predict_logits(predict_fn, trained.params, trained.model_state, inputs,
+                                  batch_size=config.eval.batch_size, mesh=mesh,
+                                  widths_fn=data.task.widths_fn, placement=data.placement)
+
+
+def teacher_temperature(config, data: PlacedData, mesh, teacher: Trained, workdir=None):
     """The temperature the student's teacher is divided by, or None (`teacher.calibration`).
 
     `temperature`: post-hoc temperature scaling of the frozen teacher, fitted on the
@@ -163,85 +145,75 @@ def teacher_temperature(config, task: Task, mesh, teacher: Trained, workdir=None
                          f"{', '.join(TEACHER_CALIBRATIONS)}.")
     if calibration == "none":
         return None
-    predict_fn = predict.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
-    val_logits = predict.predict_logits(predict_fn, teacher.params, teacher.model_state,
-                                        task.val.images, batch_size=config.eval.batch_size,
-                                        mesh=mesh, widths_fn=task.widths_fn)
-    temperature = float(losses.fit_temperature(val_logits, task.val.labels))
+    val_logits = _predict_logits(teacher, data, data.val.images, config, mesh)
+    temperature = float(losses.fit_temperature(val_logits, data.val.labels))
     print(f"[student] teacher calibrated by temperature scaling: T = {temperature:.4f}")
     if workdir is not None and jax.process_index() == 0:
-        with open(os.path.join(workdir, report.TEACHER_TEMPERATURE_FILE), "w", encoding="utf-8") as f:
+        with open(os.path.join(workdir, report.TEACHER_TEMPERATURE_FILE), "w",
+                  encoding="utf-8") as f:
             json.dump({"calibration": calibration, "temperature": temperature}, f)
     return temperature
 
 
-def teacher_for_student(config, task: Task, mesh, teacher: Optional[Trained], workdir=None):
+def teacher_for_student(config, data: PlacedData, mesh, teacher: Optional[Trained],
+                        workdir=None):
     """(teacher_fn, teacher_vars) for the student step, or (None, None) without a teacher.
 
     With `student.cache_teacher` the frozen teacher's probabilities on every training input
-    are computed once here and the step looks them up, skipping the teacher forward pass.
-    That is exact only when training inputs are not randomly augmented (text). With
-    `teacher.calibration=temperature` the teacher's logits are divided by the temperature
-    fitted on the validation split (`teacher_temperature`).
+    are computed once here, where the placement keeps the training inputs, and the step
+    looks them up, skipping the teacher forward pass. That is exact only when training
+    inputs are not randomly augmented (text). With `teacher.calibration=temperature` the
+    teacher's logits are divided by the temperature fitted on the validation split
+    (`teacher_temperature`).
     """
     if teacher is None:
         return None, None
-    temperature = teacher_temperature(config, task, mesh, teacher, workdir)
+    temperature = teacher_temperature(config, data, mesh, teacher, workdir)
     if not config.student.cache_teacher:
         return (steps.model_teacher(teacher.model_def, temperature),
                 (teacher.params, teacher.model_state))
-    if task.augmented:
+    if data.task.augmented:
         raise ValueError("student.cache_teacher=True needs un-augmented training inputs, but "
                          "this task augments them; set data.augment=False or "
                          "student.cache_teacher=False.")
-    predict_fn = predict.make_predict_fn(teacher.model_def, task.preprocess, mesh=mesh)
-    scale = (lambda z: z) if temperature is None else (lambda z: z / temperature)
-    if task.train_shards is not None:  # computed where each shard lives, kept there
-        logits = predict.predict_shards(predict_fn, teacher.params, teacher.model_state,
-                                        training_arrays(task, mesh)[0],
-                                        batch_size=config.eval.batch_size, mesh=mesh)
-        logging.info("cached teacher probabilities for %d training inputs",
-                     task.num_train_examples)
-        return steps.cached_teacher, jax.jit(lambda z: jax.nn.softmax(scale(z)))(logits)
-    logits = predict.predict_logits(predict_fn, teacher.params, teacher.model_state,
-                                    task.train.images, batch_size=config.eval.batch_size,
-                                    mesh=mesh, widths_fn=task.widths_fn)
-    probs = jax.nn.softmax(scale(jnp.asarray(logits)), axis=-1)
-    logging.info("cached teacher probabilities for %d training inputs", len(logits))
-    return steps.cached_teacher, put_replicated(probs, mesh)
+    predict_fn = predict.make_predict_fn(teacher.model_def, data.task.preprocess, mesh=mesh)
+    logits = predict.training_logits(predict_fn, teacher.params, teacher.model_state, data,
+                                     batch_size=config.eval.batch_size, mesh=mesh)
+    logging.info("cached teacher probabilities for %d training inputs",
+                 data.num_train_examples)
+    if temperature is not None:
+        logits = logits / temperature
+    return steps.cached_teacher, jax.jit(lambda z: jax.nn.softmax(z, axis=-1))(logits)
 
 
-def build_stage(name: str, config, task: Task, mesh, teacher_fn=None):
+def build_stage(name: str, config, data: PlacedData, mesh, teacher_fn=None):
     """Model, optimiser, initial state and jitted step of the teacher or student stage."""
-    cfg = config.teacher if name == "teacher" else config.student
+    cfg = config[name]
     check_batch_size(cfg.batch_size, mesh, f"{name}.batch_size")
-    spe, total = num_steps(task, cfg.batch_size, cfg.epochs)
+    spe, total = num_steps(data, cfg.batch_size, cfg.epochs)
     seed = config.seed + (0 if name == "teacher" else 1)
-    model_def, tx, state = _init_state(task, cfg, seed, total, spe)
-    if name == "teacher":
-        objective = objectives.teacher_objective(cfg)
-    else:
-        objective = objectives.student_objective(cfg)
+    model_def, tx, state = _init_state(data.task, cfg, seed, total, spe)
+    objective = (objectives.teacher_objective(cfg) if name == "teacher"
+                 else objectives.student_objective(cfg))
     layout = state_sharding(state, mesh, *_param_layout(config))  # as train_stage places it
-    step_fn = steps.make_train_step(model_def, tx, objective, task.augment,
+    step_fn = steps.make_train_step(model_def, tx, objective, data.task.augment,
                                     batch_size=cfg.batch_size, steps_per_epoch=spe, mesh=mesh,
                                     teacher=teacher_fn, state_sharding=layout,
-                                    sharded_data=task.train_shards is not None)
+                                    placement=data.placement)
     lr_fn = optim.learning_rate_schedule(cfg, spe, total)
     return model_def, state, step_fn, spe, total, lr_fn
 
 
-def run_training_stage(name: str, config, workdir: str, task: Task, mesh,
+def run_training_stage(name: str, config, workdir: str, data: PlacedData, mesh,
                        teacher: Optional[Trained] = None) -> Trained:
     """Trains (or resumes) the teacher or the student and returns it."""
-    cfg = config.teacher if name == "teacher" else config.student
-    teacher_fn, teacher_vars = teacher_for_student(config, task, mesh, teacher, workdir)
-    model_def, state, step_fn, spe, total, lr_fn = build_stage(name, config, task, mesh,
+    teacher_fn, teacher_vars = teacher_for_student(config, data, mesh, teacher, workdir)
+    model_def, state, step_fn, spe, total, lr_fn = build_stage(name, config, data, mesh,
                                                                teacher_fn)
-    run = _stage_run(name, cfg, config, workdir, task, step_fn, spe, total, lr_fn)
+    run = _stage_run(name, config, workdir, data, step_fn, spe, total, lr_fn)
     writer = MetricWriter(workdir, name)
     try:
-        inputs, labels = training_arrays(task, mesh)
+        inputs, labels = data.placement.held_arrays(data.train)
         state = train_stage(run, state, inputs, labels, mesh=mesh, writer=writer,
                             teacher_vars=teacher_vars)
     finally:
@@ -249,11 +221,11 @@ def run_training_stage(name: str, config, workdir: str, task: Task, mesh,
     return Trained(model_def, state.params, state.model_state, int(state.step))
 
 
-def load_trained(name: str, config, workdir: str, task: Task, mesh) -> Trained:
+def load_trained(name: str, config, workdir: str, data: PlacedData, mesh) -> Trained:
     """Restores a trained teacher or student from the workdir, or from `<stage>.checkpoint`."""
-    cfg = config.teacher if name == "teacher" else config.student
-    spe, total = num_steps(task, cfg.batch_size, cfg.epochs)
-    model_def, _, template = _init_state(task, cfg, config.seed, total, spe)
+    cfg = config[name]
+    spe, total = num_steps(data, cfg.batch_size, cfg.epochs)
+    model_def, _, template = _init_state(data.task, cfg, config.seed, total, spe)
     directory = os.path.join(workdir, "checkpoints", name)
     if cfg.checkpoint:  # a model trained elsewhere (e.g. to evaluate it here)
         directory = cfg.checkpoint
@@ -310,25 +282,23 @@ def _run_locked(config, workdir: str) -> dict:
     """`run` once the workdir is this run's."""
     mesh = make_mesh()
     distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
-    task = place_eval_data(config, place_training_data(config, build_task(config.data), mesh),
-                           mesh)
+    data = place_data(config, build_task(config.data), mesh)
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"
-    check_every = config.distributed.preemption_check_every
 
     # `all` skips the teacher when nothing needs it (a `ce` student trains on labels alone),
     # and any model given by `<stage>.checkpoint` (it is only evaluated).
     trains_teacher = stage == "teacher" or (stage == "all" and needs_teacher)
-    with preemption.handle_sigterm(check_every):
+    with preemption.handle_sigterm(config.distributed.preemption_check_every):
         if trains_teacher and not config.teacher.checkpoint:
-            teacher = run_training_stage("teacher", config, workdir, task, mesh)
+            teacher = run_training_stage("teacher", config, workdir, data, mesh)
         if stage in ("student", "all") and not config.student.checkpoint:
             if teacher is None and needs_teacher:
-                teacher = load_trained("teacher", config, workdir, task, mesh)
-            student = run_training_stage("student", config, workdir, task, mesh,
+                teacher = load_trained("teacher", config, workdir, data, mesh)
+            student = run_training_stage("student", config, workdir, data, mesh,
                                          teacher if needs_teacher else None)
     if stage not in ("eval", "all"):
         return {}
-    return report.evaluate_run(config, workdir, task, mesh, teacher=teacher, student=student,
-                               load=lambda name: load_trained(name, config, workdir, task, mesh))
+    return report.evaluate_run(config, workdir, data, mesh, teacher=teacher, student=student,
+                               load=lambda name: load_trained(name, config, workdir, data, mesh))

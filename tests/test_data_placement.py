@@ -62,7 +62,8 @@ def _step_fn(mesh, model_def, tx, *, sharded, batch=16, steps_per_epoch=4):
     return steps.make_train_step(model_def, tx, objectives.teacher_objective(cfg),
                                  lambda key, x: x.astype(np.float32) / 255.0, batch_size=batch,
                                  steps_per_epoch=steps_per_epoch, mesh=mesh,
-                                 sharded_data=sharded)
+                                 placement=placement.make_placement(
+                                     "sharded" if sharded else "replicated", mesh))
 
 
 def test_sharded_step_equals_the_replicated_step_on_the_same_batches():
@@ -122,8 +123,9 @@ def test_sharded_pipeline_trains_teacher_and_student(tmp_path):
         stage.batch_size, stage.epochs = 16, 2.0
     config.log_every = 1
     mesh = make_mesh()
-    task = pipeline.place_training_data(config, _task(n_train=70), mesh)
-    assert task.train is None and task.num_train_examples == 64
+    task = pipeline.place_data(config, _task(n_train=70), mesh)
+    assert task.task.train is None and task.num_train_examples == 64
+    assert isinstance(task.train, placement.TrainShards)
     teacher = pipeline.run_training_stage("teacher", config, str(tmp_path), task, mesh)
     student = pipeline.run_training_stage("student", config, str(tmp_path), task, mesh,
                                           teacher)
@@ -140,12 +142,12 @@ def test_length_buckets_need_the_replicated_placement():
     config = base_config()
     config.data.placement = "sharded"
     with pytest.raises(ValueError, match="replicated"):
-        pipeline.num_steps(pipeline.place_training_data(config, task, mesh), 16, 1.0)
+        pipeline.num_steps(pipeline.place_data(config, task, mesh), 16, 1.0)
 
 
 def test_teacher_cache_on_shards_equals_the_teacher_in_the_step(tmp_path):
-    """The sharded teacher cache (`evaluate.predict_shards`, logits computed where each shard
-    lives) gives the student the same probabilities as running the teacher in the step."""
+    """The sharded teacher cache (`ShardedPlacement.predict_training`: logits computed where
+    each shard lives) gives the student the same probabilities as the teacher in the step."""
     mesh = make_mesh()
     task = _task(n_train=70)
     task.augmented = False  # the cache needs fixed training inputs
@@ -160,7 +162,7 @@ def test_teacher_cache_on_shards_equals_the_teacher_in_the_step(tmp_path):
         config.log_every = 1
         config.eval.batch_size = 24  # 3 rows per shard: the last piece overlaps
         workdir = str(tmp_path / str(cache))
-        placed = pipeline.place_training_data(config, task, mesh)
+        placed = pipeline.place_data(config, task, mesh)
         teacher = pipeline.run_training_stage("teacher", config, workdir, placed, mesh)
         pipeline.run_training_stage("student", config, workdir, placed, mesh, teacher)
         losses[cache] = _losses(workdir)
@@ -189,7 +191,7 @@ def test_sharded_evaluation_keeps_shares_and_reports_the_same(tmp_path):
     for name in ("teacher", "student"):
         config[name].checkpoint = str(tmp_path / "replicated" / "checkpoints" / name)
     mesh = make_mesh()
-    task = pipeline.place_eval_data(config, pipeline.build_task(config.data), mesh)
+    task = pipeline.place_data(config, pipeline.build_task(config.data), mesh)
     assert isinstance(task.test.images, placement.EvalShare)
     assert task.test.images.rows.shape[:3] == (3, 8, 3) and len(task.test.images) == 64
     second = pipeline.run(config, str(tmp_path / "sharded"))

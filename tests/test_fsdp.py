@@ -65,6 +65,7 @@ def runs(tmp_path_factory):
     for rule in RULES:
         workdir = str(tmp_path_factory.mktemp(rule))
         config = _config(rule)
+        task = pipeline.place_data(config, _task(), mesh)
         teacher = pipeline.run_training_stage("teacher", config, workdir, task, mesh)
         student = pipeline.run_training_stage("student", config, workdir, task, mesh, teacher)
         out[rule] = (workdir, teacher, student)
@@ -97,6 +98,7 @@ def test_checkpoints_restore_across_layouts(runs):
     for saved, wanted in (("fsdp", "replicated"), ("replicated", "fsdp")):
         workdir, teacher, student = runs[saved]
         config = _config(wanted)
+        task = pipeline.place_data(config, _task(), mesh)
         loaded = pipeline.load_trained("student", config, workdir, task, mesh)
         _assert_layout(loaded.params, wanted)
         _assert_same(loaded.params, student.params)

@@ -202,7 +202,7 @@ def test_two_process_checkpoints_restore_in_one_process_to_the_same_parameters(r
     assert mesh.devices.size == 8 and jax.process_count() == 1
     from cud_jax.train.tasks import build_task
 
-    task = build_task(config.data)
+    task = pipeline.place_data(config, build_task(config.data), mesh)
     for name in ("teacher", "student"):
         mine = pipeline.load_trained(name, config, one, task, mesh)
         theirs = pipeline.load_trained(name, config, two, task, mesh)

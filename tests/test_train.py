@@ -244,7 +244,8 @@ def test_cached_teacher_gives_the_same_student_steps():
     results = []
     for cache in (False, True):
         config.student.cache_teacher = cache
-        teacher_fn, teacher_vars = pipeline.teacher_for_student(config, task, mesh, teacher)
+        teacher_fn, teacher_vars = pipeline.teacher_for_student(
+            config, pipeline.place_data(config, task, mesh), mesh, teacher)
         model_def, params, model_state = split_model(TinyNet(4, nnx.Rngs(0)))
         tx = optax.sgd(0.1, momentum=0.9)
         step = steps.make_train_step(model_def, tx, objective, task.augment, batch_size=16,
@@ -262,7 +263,8 @@ def test_cached_teacher_gives_the_same_student_steps():
                            results[1][1], results[0][1])
     task.augmented = True
     with pytest.raises(ValueError, match="cache_teacher"):
-        pipeline.teacher_for_student(config, task, mesh, teacher)
+        pipeline.teacher_for_student(config, pipeline.place_data(config, task, mesh), mesh,
+                                     teacher)
 
 
 def test_temperature_calibrated_teacher_is_what_the_student_learns_from(tmp_path):
@@ -285,8 +287,8 @@ def test_temperature_calibrated_teacher_is_what_the_student_learns_from(tmp_path
     want = jax.nn.softmax(logits_of(task.train.images[:16]) / temperature)
     for cache in (False, True):
         config.student.cache_teacher = cache
-        teacher_fn, teacher_vars = pipeline.teacher_for_student(config, task, mesh, teacher,
-                                                                str(tmp_path))
+        teacher_fn, teacher_vars = pipeline.teacher_for_student(
+            config, pipeline.place_data(config, task, mesh), mesh, teacher, str(tmp_path))
         got = teacher_fn(teacher_vars, task.preprocess(task.train.images[:16]),
                          lambda x: x[:16])
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -294,4 +296,5 @@ def test_temperature_calibrated_teacher_is_what_the_student_learns_from(tmp_path
     assert recorded == {"calibration": "temperature", "temperature": pytest.approx(temperature)}
     config.teacher.calibration = "platt"
     with pytest.raises(ValueError, match="teacher.calibration 'platt'; valid values: none"):
-        pipeline.teacher_for_student(config, task, mesh, teacher)
+        pipeline.teacher_for_student(config, pipeline.place_data(config, task, mesh), mesh,
+                                     teacher)

@@ -1,7 +1,7 @@
 """Model evaluation: logits over a whole split, and the clean-data metrics of a report.
 
-Evaluation covers every example exactly once: batches are padded to one fixed shape (one
-compilation) and the padding is dropped before any metric is computed.
+Evaluation covers every example exactly once: the placement (`Placement.predict`) pads
+batches to one fixed shape (one compilation) and drops the padding before any metric.
 """
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from cud_jax import losses, metrics
-from cud_jax.data.batching import eval_batches
-from cud_jax.parallel.placement import EvalShare, share_batches
-from cud_jax.parallel.sharding import batch_sharded, host_to_global, to_host
+from cud_jax.parallel.placement import Placement, ReplicatedPlacement
+from cud_jax.parallel.sharding import batch_sharded
 from cud_jax.train.state import ModelDef
 
 
@@ -33,81 +31,34 @@ def make_predict_fn(model_def: ModelDef, preprocess: Callable[[jax.Array], jax.A
     return jax.jit(predict)
 
 
-def predict_logits(predict_fn, params, model_state, inputs: np.ndarray, *, batch_size: int,
-                   mesh, widths_fn: Optional[Callable] = None) -> np.ndarray:
-    """Float32 logits `[N, K]` for every stored input, in order.
+def predict_logits(predict_fn, params, model_state, inputs, *, batch_size: int, mesh,
+                   widths_fn: Optional[Callable] = None,
+                   placement: Optional[Placement] = None) -> np.ndarray:
+    """Float32 logits `[N, K]` for every stored input, in order (`Placement.predict`).
 
     Args:
       predict_fn: from `make_predict_fn`.
       params, model_state: the model's variables.
-      inputs: `[N, ...]` stored inputs on the host.
+      inputs: `[N, ...]` stored inputs as `placement.hold_eval` keeps them (host arrays
+        for the replicated placement, this process's share for the sharded one).
       batch_size: evaluation batch size (a multiple of the device count).
-      widths_fn: optional `inputs -> int32 [N]` bucket widths (`Task.widths_fn`): examples
-        are then evaluated bucket by bucket, each batch cut to its bucket's width (one
-        compilation per width), and the logits put back in input order.
+      widths_fn: optional `inputs -> int32 [N]` bucket widths (`Task.widths_fn`).
+      placement: where the inputs live (`cud_jax.parallel.placement`); None: replicated.
 
-    Multi-process: every process calls it with the same inputs and gets all the logits.
-    `inputs` may also be this process's `cud_jax.parallel.placement.EvalShare` of the split (the
-    sharded placement; its own batch size, no buckets).
+    Multi-process: every process calls it with its held inputs and gets all the logits.
     """
-    if isinstance(inputs, EvalShare):
-        return _run_batches(predict_fn, params, model_state, share_batches(inputs, mesh),
-                            len(inputs), inputs.batch_size)
-    if widths_fn is None or len(inputs) == 0:
-        return _predict_padded(predict_fn, params, model_state, inputs, batch_size, mesh)
-    widths = widths_fn(inputs)
-    logits = None
-    for width in np.unique(widths):
-        members = np.flatnonzero(widths == width)
-        part = _predict_padded(predict_fn, params, model_state, inputs[members, :width],
-                               batch_size, mesh)
-        if logits is None:
-            logits = np.empty((len(inputs), part.shape[1]), part.dtype)
-        logits[members] = part
-    return logits
+    placement = placement or ReplicatedPlacement(mesh)
+    return placement.predict(predict_fn, params, model_state, inputs, batch_size=batch_size,
+                             widths_fn=widths_fn)
 
 
-def _predict_padded(predict_fn, params, model_state, inputs, batch_size, mesh) -> np.ndarray:
-    """Logits of every input in fixed-size batches (the last one padded, then dropped)."""
-    indices, _ = eval_batches(len(inputs), batch_size)
-    sharding = batch_sharded(mesh)
-    batches = (host_to_global(inputs[batch_indices], sharding)  # each process: its shards
-               for batch_indices in indices)
-    return _run_batches(predict_fn, params, model_state, batches, len(inputs), batch_size)
-
-
-def _run_batches(predict_fn, params, model_state, batches, num_examples: int,
-                 batch_size: int) -> np.ndarray:
-    """Logits of global batches laid out by `eval_batches`, gathered, padding dropped."""
-    outputs = [predict_fn(params, model_state, batch) for batch in batches]  # all dispatched
-    _, mask = eval_batches(num_examples, batch_size)
-    logits = np.concatenate([to_host(o) for o in outputs])  # gathered across processes
-    return logits[mask.reshape(-1)]
-
-
-def predict_shards(predict_fn, params, model_state, inputs: jax.Array, *, batch_size: int,
-                   mesh) -> jax.Array:
-    """Float32 logits `[D, n, K]` of a training split laid out one shard per device.
-
-    `inputs` is `[D, n, ...]` split over `data` (`cud_jax.parallel.placement`); every
-    device runs the model on its own shard, `batch_size / D` rows at a time, and the logits
-    stay where their inputs live (a cached teacher for the sharded placement).
-    """
-    num_shards, size = inputs.shape[:2]
-    rows = max(1, min(size, batch_size // num_shards))
-    sharded = batch_sharded(mesh)
-
-    @jax.jit
-    def piece(inputs, start):  # rows [start, start + rows) of every shard, as one batch
-        part = jax.lax.dynamic_slice_in_dim(inputs, start, rows, axis=1)
-        return jax.lax.with_sharding_constraint(part.reshape((-1,) + part.shape[2:]), sharded)
-
-    pieces = []
-    for start in range(0, size, rows):
-        first = min(start, size - rows)  # the last piece overlaps the one before
-        logits = predict_fn(params, model_state, piece(inputs, first))
-        pieces.append(logits.reshape(num_shards, rows, -1)[:, start - first:])
-    return jax.jit(lambda parts: jnp.concatenate(parts, axis=1), out_shardings=sharded)(pieces)
+def training_logits(predict_fn, params, model_state, data, *, batch_size: int, mesh):
+    """Logits of every training input of `data` (`PlacedData`), laid out on the mesh like
+    the training arrays (`Placement.predict_training`): a cached teacher's outputs."""
+    del mesh  # the placement's
+    return data.placement.predict_training(predict_fn, params, model_state, data.train,
+                                           batch_size=batch_size,
+                                           widths_fn=data.task.widths_fn)
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, *,

@@ -17,7 +17,6 @@ import numpy as np
 
 from cud_jax import losses
 from cud_jax.evaluate import plots, predict, robustness
-from cud_jax.parallel.placement import eval_share
 
 ECE_CONVENTION = ("top-label ECE, {bins} equal-width bins [lo, hi), confidence 1.0 in the "
                   "last bin (robustness_metrics convention); Brier summed over classes")
@@ -46,12 +45,13 @@ def _try_load(name: str, load: Callable):
         return None
 
 
-def _predictor(trained, task, config, mesh) -> Callable[[np.ndarray], np.ndarray]:
-    """stored inputs -> logits for one model (compiled once, any number of inputs)."""
-    predict_fn = predict.make_predict_fn(trained.model_def, task.preprocess, mesh=mesh)
+def _predictor(trained, data, config, mesh) -> Callable[[np.ndarray], np.ndarray]:
+    """held inputs -> logits for one model (compiled once, any number of inputs)."""
+    predict_fn = predict.make_predict_fn(trained.model_def, data.task.preprocess, mesh=mesh)
     return lambda inputs: predict.predict_logits(
         predict_fn, trained.params, trained.model_state, inputs,
-        batch_size=config.eval.batch_size, mesh=mesh, widths_fn=task.widths_fn)
+        batch_size=config.eval.batch_size, mesh=mesh, widths_fn=data.task.widths_fn,
+        placement=data.placement)
 
 
 def _versions(workdir: str) -> dict:
@@ -72,80 +72,113 @@ def shift_subset(test, ev) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def evaluate_run(config, workdir: str, task, mesh, *, teacher=None, student=None,
-                 load: Optional[Callable] = None) -> dict:
-    """Evaluates the run's models and writes the report files; returns the report dict."""
-    ev = config.eval
+def _models_to_report(config, teacher, student, load) -> dict:
+    """The trained models by name: those given, else loaded (missing ones skipped)."""
     trained = {"teacher": teacher, "student": student}
     for name in trained:
         if trained[name] is None and load is not None:
             if name == "teacher" and config.student.method == "ce" and student is not None:
                 continue
             trained[name] = _try_load(name, load)
-    trained = {k: v for k, v in trained.items() if v is not None}
-    predictors = {name: _predictor(t, task, config, mesh) for name, t in trained.items()}
+    return {k: v for k, v in trained.items() if v is not None}
 
-    report = {"dataset": task.info, "ece_convention": ECE_CONVENTION.format(bins=ev.num_bins),
-              "teacher_loss": config.teacher.loss, "student_method": config.student.method,
-              "teacher_calibration": teacher_calibration(config, workdir),
-              "environment": _versions(workdir), "eval_config": ev.to_dict(), "models": {}}
-    test_logits, temperatures = {}, {}
+
+def _clean_entries(config, data, trained: dict, predictors: dict) -> tuple[dict, dict]:
+    """`({model: clean and TS metrics}, {model: test logits})`."""
+    entries, test_logits = {}, {}
     for name, predict_model in predictors.items():
-        cfg = config.teacher if name == "teacher" else config.student
-        test_logits[name] = predict_model(task.test.images)
-        entry = {"model": cfg.model, "step": trained[name].step,
-                 **predict.evaluate_logits(test_logits[name], task.test.labels,
-                                            predict_model(task.val.images), task.val.labels,
-                                            num_bins=ev.num_bins)}
-        temperatures[name] = entry["temperature_scaled"]["temperature"]
+        test_logits[name] = predict_model(data.test.images)
+        entry = {"model": config[name].model, "step": trained[name].step,
+                 **predict.evaluate_logits(test_logits[name], data.test.labels,
+                                           predict_model(data.val.images), data.val.labels,
+                                           num_bins=config.eval.num_bins)}
         if name == "teacher":
-            stats = losses.wclip_stats(jax.nn.softmax(test_logits[name], -1), task.test.labels,
+            stats = losses.wclip_stats(jax.nn.softmax(test_logits[name], -1), data.test.labels,
                                        eta=config.student.eta, margin=config.student.margin)
             entry["wclip_fire_rate_test"] = float(stats.fire_rate)
-        report["models"][name] = entry
+        entries[name] = entry
     if "teacher" in test_logits and "student" in test_logits:
-        report["models"]["student"].update(
+        entries["student"].update(
             predict.teacher_student_metrics(test_logits["student"], test_logits["teacher"]))
+    return entries, test_logits
 
+
+def shift_corruptions(ev, image_shape) -> list[str]:
+    """The corruption names of `eval.corruptions` (`all`: every one the images allow)."""
     corruptions = [c.strip() for c in ev.corruptions.split(",") if c.strip()]
     if corruptions == ["all"]:
         from cud_jax.data.corruptions import CORRUPTIONS, RGB_ONLY
 
-        rgb = task.test.images.shape[-1] == 3
+        rgb = image_shape[-1] == 3
         corruptions = [n for n in CORRUPTIONS if rgb or n not in RGB_ONLY]
-    shift = None
-    if corruptions and predictors:
-        images, labels = (task.shift_split if task.shift_split is not None
-                          else shift_subset(task.test, ev))
-        severities = [int(s) for s in str(ev.severities).split(",")]
-        shift = robustness.evaluate_shift(
-            predictors, temperatures, images, labels, corruptions=corruptions,
-            severities=severities, seed=ev.corruption_seed,
-            cache_dir=ev.cache_dir or os.path.join(workdir, "cache", "corruptions"),
-            num_bins=ev.num_bins)
-        report["shift"] = {"num_images": int(len(labels)), "corruptions": corruptions,
-                           "severities": severities, "models": shift}
+    return corruptions
 
-    ood_sets = dict(task.ood)  # built into the data set (CLINC150's out-of-scope queries)
+
+def _shift_section(config, workdir, data, predictors, temperatures) -> Optional[dict]:
+    ev = config.eval
+    corruptions = shift_corruptions(ev, data.test.images.shape)
+    if not corruptions or not predictors:
+        return None
+    severities = [int(s) for s in str(ev.severities).split(",")]
+    shift = robustness.evaluate_shift(
+        predictors, temperatures, data.shift.images, data.shift.labels,
+        corruptions=corruptions, severities=severities, seed=ev.corruption_seed,
+        cache_dir=ev.cache_dir or os.path.join(workdir, "cache", "corruptions"),
+        num_bins=ev.num_bins, placement=data.placement)
+    return {"num_images": int(len(data.shift.labels)), "corruptions": corruptions,
+            "severities": severities, "models": shift}
+
+
+def _ood_sets(config, data) -> dict:
+    """The built-in OOD sets and those `eval.ood_sets` names, held as the placement keeps
+    evaluation inputs."""
+    ev = config.eval
     loaded = robustness.load_ood_sets(
-        ev.ood_sets, task_info=task.info, data_cfg=config.data, data_dir=ev.ood_data_dir,
+        ev.ood_sets, task_info=data.task.info, data_cfg=config.data, data_dir=ev.ood_data_dir,
         subset=ev.ood_subset, seed=config.seed)
-    if config.data.placement == "sharded":  # keep only this process's rows
-        loaded = {name: eval_share(x, ev.batch_size, mesh) for name, x in loaded.items()}
-    ood_sets.update(loaded)
+    return {**data.ood, **{name: data.placement.hold_eval(x, ev.batch_size)
+                           for name, x in loaded.items()}}
+
+
+def evaluate_run(config, workdir: str, data, mesh, *, teacher=None, student=None,
+                 load: Optional[Callable] = None) -> dict:
+    """Evaluates the run's models on `data` (`cud_jax.train.tasks.PlacedData`) and writes
+    the report files; returns the report dict."""
+    ev = config.eval
+    trained = _models_to_report(config, teacher, student, load)
+    predictors = {name: _predictor(t, data, config, mesh) for name, t in trained.items()}
+    entries, test_logits = _clean_entries(config, data, trained, predictors)
+    report = {"dataset": data.task.info,
+              "ece_convention": ECE_CONVENTION.format(bins=ev.num_bins),
+              "teacher_loss": config.teacher.loss, "student_method": config.student.method,
+              "teacher_calibration": teacher_calibration(config, workdir),
+              "environment": _versions(workdir), "eval_config": ev.to_dict(),
+              "models": entries}
+    temperatures = {name: entry["temperature_scaled"]["temperature"]
+                    for name, entry in entries.items()}
+    shift = _shift_section(config, workdir, data, predictors, temperatures)
+    if shift is not None:
+        report["shift"] = shift
+    ood_sets = _ood_sets(config, data)
     msp_scores = {}
     if ood_sets and predictors:
         report["ood"], msp_scores = robustness.evaluate_ood(predictors, test_logits, ood_sets)
-
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-        with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-            f.write(markdown_report(report))
-        if ev.plots and test_logits:
-            _write_figures(workdir, test_logits, task.test.labels, shift, msp_scores,
-                           ev.num_bins)
+        write_report_files(workdir, report, test_logits, data.test.labels, msp_scores,
+                           num_bins=ev.num_bins, plots_too=ev.plots)
     return report
+
+
+def write_report_files(workdir: str, report: dict, test_logits: dict, labels, msp_scores,
+                       *, num_bins: int, plots_too: bool) -> None:
+    """report.json, report.md and (with `plots_too`) the PNG figures."""
+    with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(markdown_report(report))
+    if plots_too and test_logits:
+        _write_figures(workdir, test_logits, labels, report.get("shift", {}).get("models"),
+                       msp_scores, num_bins)
 
 
 def _write_figures(workdir, test_logits, labels, shift, msp_scores, num_bins) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from cud_jax import data as data_lib
 from cud_jax import metrics
 from cud_jax.data.errors import DataNotFoundError
-from cud_jax.parallel.placement import EvalShare, map_slots
+from cud_jax.parallel.placement import Placement
 
 Predict = Callable[[np.ndarray], np.ndarray]  # stored inputs -> logits
 
@@ -48,25 +48,19 @@ def _mean(rows: list[dict]) -> dict:
 
 
 def evaluate_shift(predictors: dict[str, Predict], temperatures: dict[str, float],
-                   images: np.ndarray, labels: np.ndarray, *, corruptions, severities,
-                   seed: int, cache_dir, num_bins: int) -> dict:
+                   images, labels: np.ndarray, *, corruptions, severities, seed: int,
+                   cache_dir, num_bins: int, placement: Placement) -> dict:
     """Every model on every corruption and severity of `images`.
 
     Returns `{model: {"mean": ..., "by_severity": {sev: ...}, "table": {name: {sev: ...}}}}`;
-    severity "0" in `by_severity` is the clean subset, for the plots. `images` may be this
-    process's `EvalShare` of them (the sharded placement, see `_share_suite`).
+    severity "0" in `by_severity` is the clean subset, for the plots. `images` are held as
+    `placement` keeps evaluation inputs, and corrupted by its `corruption_suite`.
     """
-    from cud_jax.data import corruptions as corruption_lib
-
     results = {name: {"table": {}} for name in predictors}
     clean = {name: shift_metrics(predict(images), labels, temperatures[name], num_bins)
              for name, predict in predictors.items()}
-    if isinstance(images, EvalShare):
-        suite = _share_suite(images, corruptions, severities, seed)
-    else:
-        suite = corruption_lib.corruption_suite(images, names=tuple(corruptions),
-                                                severities=tuple(severities), seed=seed,
-                                                cache_dir=cache_dir)
+    suite = placement.corruption_suite(images, corruptions, severities, seed=seed,
+                                       cache_dir=cache_dir)
     for (corruption, severity), corrupted in suite:
         for name, predict in predictors.items():
             results[name]["table"].setdefault(corruption, {})[str(severity)] = shift_metrics(
@@ -80,22 +74,6 @@ def evaluate_shift(predictors: dict[str, Predict], temperatures: dict[str, float
             entry["by_severity"][str(severity)] = _mean(
                 [per_sev[str(severity)] for per_sev in entry["table"].values()])
     return results
-
-
-def _share_suite(share: EvalShare, corruptions, severities, seed: int):
-    """((name, severity), corrupted share) of a process's share of the shift images.
-
-    Each device slot's rows are corrupted on their own with a seed derived from the slot, so
-    any process layout with the same device count corrupts every image identically (the
-    whole-array suite would need every image on every process). Not cached.
-    """
-    from cud_jax.data import corruptions as corruption_lib
-
-    for name in corruptions:
-        for severity in severities:
-            yield (name, severity), map_slots(share, lambda rows, slot, name=name, sev=severity:
-                                              corruption_lib.corrupt(rows, name, sev,
-                                                                     seed=seed * 4099 + slot))
 
 
 def load_ood_sets(spec: str, *, task_info: dict, data_cfg, data_dir, subset, seed: int

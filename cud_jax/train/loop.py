@@ -15,12 +15,11 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from cud_jax.data.batching import bucketed_epoch, bucketed_steps_per_epoch, epoch_permutation
+from cud_jax.data.batching import bucketed_epoch, bucketed_steps_per_epoch
 from cud_jax.parallel import preemption
 from cud_jax.train import checkpoints
-from cud_jax.parallel.placement import shard_permutations
-from cud_jax.parallel.sharding import (FSDP_MIN_SIZE, batch_sharded, check_same_everywhere,
-                                    put_replicated, put_state, replicated)
+from cud_jax.parallel.placement import Placement, ReplicatedPlacement
+from cud_jax.parallel.sharding import FSDP_MIN_SIZE, put_replicated, put_state
 from cud_jax.train.state import TrainState
 from cud_jax.train.writers import MetricWriter, Progress
 
@@ -49,9 +48,8 @@ class StageRun:
         (`cud_jax.data.example_widths`); the epochs are then length-bucketed
         (`cud_jax.data.bucketed_epoch`) and `steps_per_epoch` must be
         `bucketed_steps_per_epoch(example_widths, batch_size)`.
-      num_shards: with the training split sharded over the devices
-        (`cud_jax.parallel.placement`), the shard count; each shard is permuted on its own
-        every epoch. None: one global permutation of a replicated split.
+      placement: where the training split lives (`cud_jax.parallel.placement`); it gives
+        each epoch's order and places the training arrays. None: replicated on the mesh.
       param_sharding, fsdp_min_size: the layout of the state on the mesh
         (`cud_jax.parallel.sharding.state_sharding`); the same as `step_fn`'s `state_sharding`.
     """
@@ -69,12 +67,13 @@ class StageRun:
     batch_size: int
     lr_fn: Optional[Callable[[int], float]] = None
     example_widths: Optional[np.ndarray] = None
-    num_shards: Optional[int] = None
+    placement: Optional[Placement] = None
     param_sharding: str = "replicated"
     fsdp_min_size: int = FSDP_MIN_SIZE
 
     def __post_init__(self):
-        if self.example_widths is not None and self.num_shards is not None:
+        if (self.example_widths is not None and self.placement is not None
+                and not self.placement.supports_length_buckets):
             raise ValueError("Length buckets need the replicated data placement: every shard "
                              "would have to agree on each step's width.")
         if self.example_widths is not None:
@@ -84,23 +83,16 @@ class StageRun:
                                  f"length buckets give {expected} full batches per epoch.")
 
 
-def _epoch_order_fn(run: StageRun, mesh) -> Callable:
+def _epoch_order_fn(run: StageRun, placement: Placement, mesh) -> Callable:
     """`epoch -> (order on device, per-step widths or None)`, a pure function of the seed.
 
-    Plain epochs are permuted on device, sharded ones shard by shard on the shard's own
-    device; length-bucketed ones on the host (the widths choose which compiled step runs, so
-    the host needs them anyway), then placed on the mesh.
+    Plain epochs are ordered on device by the placement; length-bucketed ones on the host
+    (the widths choose which compiled step runs, so the host needs them anyway), then placed
+    on the mesh.
     """
-    if run.num_shards is not None:
-        size = run.num_examples // run.num_shards
-        permute = jax.jit(lambda seed, epoch: shard_permutations(seed, epoch, run.num_shards,
-                                                                 size),
-                          out_shardings=batch_sharded(mesh))  # shard j's order on device j
-        return lambda epoch: (permute(run.seed, epoch), None)
     if run.example_widths is None:
-        permute = jax.jit(lambda seed, epoch: epoch_permutation(seed, epoch, run.num_examples),
-                          out_shardings=replicated(mesh))
-        return lambda epoch: (permute(run.seed, epoch), None)
+        order = placement.epoch_order(run.seed, run.num_examples)
+        return lambda epoch: (order(epoch), None)
 
     def bucketed(epoch):
         order, widths = bucketed_epoch(run.seed, epoch, run.example_widths, run.batch_size)
@@ -146,9 +138,9 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     Args:
       run: the stage description.
       state: a freshly initialised state; replaced by the newest checkpoint if there is one.
-      inputs, labels: the training split: host arrays (every process the same whole split,
-        placed here on every device), or global arrays already placed on the mesh (the
-        sharded placement, `cud_jax.parallel.placement.shards_to_mesh`).
+      inputs, labels: the training split as `run.placement` holds it: host arrays for the
+        replicated placement (every process the same whole split, placed here on every
+        device), global arrays from `ShardedPlacement.held_arrays` for the sharded one.
       mesh: the device mesh.
       writer: metric sink.
       teacher_vars: passed through to the step (frozen teacher variables or cached probs).
@@ -174,11 +166,9 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
         manager.close()
         return state
 
-    if not isinstance(inputs, jax.Array):
-        inputs, labels = np.asarray(inputs), np.asarray(labels)
-        check_same_everywhere((inputs, labels), f"{run.name} training data")
-        inputs, labels = put_replicated((inputs, labels), mesh)
-    epoch_order = _epoch_order_fn(run, mesh)
+    placement = run.placement or ReplicatedPlacement(mesh)
+    inputs, labels = placement.training_arrays(inputs, labels, f"{run.name} training data")
+    epoch_order = _epoch_order_fn(run, placement, mesh)
     key = jax.random.PRNGKey(run.seed)
     progress = Progress(run.name, run.total_steps, run.batch_size, start_step=start)
     pending: list = []

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from cud_jax.parallel.placement import gather_from_shards
+from cud_jax.parallel.placement import Placement, ReplicatedPlacement
 from cud_jax.parallel.sharding import batch_sharded, replicated
 from cud_jax.train.state import ModelDef, TrainState
 
@@ -55,7 +55,7 @@ def cached_teacher(teacher_probs, images, take):
 def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objective,
                     augment: AugmentFn, *, batch_size: int, steps_per_epoch: int,
                     mesh: Mesh, teacher: Optional[TeacherFn] = None, state_sharding=None,
-                    sharded_data: bool = False):
+                    placement: Optional[Placement] = None):
     """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None)`.
 
     The step returns `(state, metrics)`.
@@ -73,10 +73,10 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
       state_sharding: the layout of the state, a pytree of shardings from
         `cud_jax.parallel.sharding.state_sharding` (None: replicated). The new state keeps it,
         so the donated input buffers are reused and the next step gets what it expects.
-      sharded_data: the training split is laid out one shard per device
-        (`cud_jax.parallel.placement`): `inputs` `[D, n, ...]`, `labels` `[D, n]`, and
-        `perm` `[D, n]` the shards' own orders; each batch takes `batch_size / D` examples
-        from every shard.
+      placement: where the training split lives (`cud_jax.parallel.placement`): it picks
+        each step's batch rows. None: replicated on `mesh`. With the sharded placement
+        `inputs` is `[D, n, ...]`, `labels` `[D, n]`, and `perm` `[D, n]` the shards' own
+        orders; each batch takes `batch_size / D` examples from every shard.
 
     The returned function is jitted with the state donated. `inputs`/`labels` are the whole
     training split on device, `perm` the epoch's permutation; `key` is the run's base key,
@@ -87,21 +87,11 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
     """
     data_sharding = batch_sharded(mesh)
     state_out = replicated(mesh) if state_sharding is None else state_sharding
-
-    def batch_rows(step, perm):
-        """`take(per_example)`: the step's batch rows of an array laid out like the inputs."""
-        if sharded_data:
-            per_shard = batch_size // mesh.devices.size
-            indices = jax.lax.dynamic_slice_in_dim(perm, (step % steps_per_epoch) * per_shard,
-                                                   per_shard, axis=1)
-            return lambda x: gather_from_shards(x, indices)
-        indices = jax.lax.dynamic_slice_in_dim(perm, (step % steps_per_epoch) * batch_size,
-                                               batch_size)
-        indices = jax.lax.with_sharding_constraint(indices, data_sharding)
-        return lambda x: x[indices]
+    placement = placement or ReplicatedPlacement(mesh)
 
     def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None):
-        take = batch_rows(state.step, perm)
+        take = placement.batch_rows(perm, state.step, batch_size=batch_size,
+                                    steps_per_epoch=steps_per_epoch)
         step_key = jax.random.fold_in(key, state.step)
         stored = take(inputs)
         if width is not None:  # the rows' trailing padding columns are never read

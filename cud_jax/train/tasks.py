@@ -33,11 +33,6 @@ class Task:
       ood: built-in OOD inputs by name (e.g. CLINC150's out-of-scope test queries).
       augmented: whether `augment` is random; if not, a frozen teacher's outputs on the
         training inputs are fixed and can be computed once (teacher caching).
-      train_shards: with `data.placement=sharded`, this process's shards of the training
-        split (`cud_jax.parallel.placement.TrainShards`); `train` is then None, so the
-        process no longer holds the rest.
-      shift_split: with `data.placement=sharded`, this process's share of the test images the
-        shift evaluation corrupts (chosen before the cut) and their labels; None otherwise.
       widths_fn: for length-bucketed text, `stored inputs [N, L] -> int32 [N]` bucket width
         of each example (training batches and evaluation batches then read only that many
         positions); None for fixed-shape inputs.
@@ -55,15 +50,37 @@ class Task:
     ood: dict = dataclasses.field(default_factory=dict)
     augmented: bool = True
     widths_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
-    train_shards: Any = None
-    shift_split: Any = None
+
+
+@dataclasses.dataclass
+class PlacedData:
+    """A task's splits as the run's placement (`cud_jax.parallel.placement`) holds them on
+    this process; `task` keeps the transforms, model factory and info (its splits are
+    dropped, so a sharded run holds only its share).
+
+    Attributes:
+      task: the task, splits removed.
+      placement: the run's `Placement`.
+      train: `placement.hold_training(...)` of the training split.
+      val, test: `Split`s whose inputs are `placement.hold_eval(...)` of the split's; the
+        labels stay whole (the metrics need them all).
+      shift: the test images the shift evaluation corrupts (a seeded subset, chosen before
+        any cut), held the same way; None without corruptions.
+      ood: built-in OOD inputs by name, held the same way.
+    """
+
+    task: Task
+    placement: Any
+    train: Any
+    val: Any
+    test: Any
+    shift: Any
+    ood: dict
 
     @property
     def num_train_examples(self) -> int:
         """Training examples per epoch (sharded: all shards together)."""
-        if self.train_shards is not None:
-            return self.train_shards.num_examples
-        return len(self.train)
+        return self.placement.num_examples(self.train)
 
 
 def _source_kwargs(cfg) -> dict:
@@ -165,30 +182,26 @@ def build_task(cfg) -> Task:
     raise ValueError(f"Unknown data kind {kind!r}; valid values: vision, text.")
 
 
-def train_widths(task: Task) -> Optional[np.ndarray]:
+def train_widths(data: PlacedData) -> Optional[np.ndarray]:
     """The bucket width of every training example, or None without length bucketing."""
-    if task.widths_fn is None:
+    if data.task.widths_fn is None:
         return None
-    if task.train_shards is not None:
+    if not data.placement.supports_length_buckets:
         raise ValueError("Length buckets need data.placement=replicated (every shard would "
                          "have to agree on each step's width); set data.length_buckets=() "
                          "to shard the training split.")
-    return task.widths_fn(task.train.images)
+    return data.task.widths_fn(data.placement.host_inputs(data.train))
 
 
-def num_steps(task: Task, batch_size: int, epochs: float) -> tuple[int, int]:
-    """(steps_per_epoch, total_steps) of training on `task`.
+def num_steps(data: PlacedData, batch_size: int, epochs: float) -> tuple[int, int]:
+    """(steps_per_epoch, total_steps) of training on `data`.
 
     An epoch drops the incomplete last batch (with length buckets: of each bucket; sharded:
     of each shard).
     """
-    widths = train_widths(task)
-    if task.train_shards is not None:
-        shards = task.train_shards
-        per_shard = batch_size // shards.num_shards  # batch_size % D is checked beforehand
-        steps_per_epoch = data_lib.num_steps_per_epoch(shards.shard_size, per_shard)
-    elif widths is None:
-        steps_per_epoch = data_lib.num_steps_per_epoch(len(task.train), batch_size)
+    widths = train_widths(data)
+    if widths is None:
+        steps_per_epoch = data.placement.steps_per_epoch(data.train, batch_size)
     else:
         steps_per_epoch = data_lib.bucketed_steps_per_epoch(widths, batch_size)
     return steps_per_epoch, max(1, int(np.ceil(epochs * steps_per_epoch)))
