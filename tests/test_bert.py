@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 
 from cud_jax import models
-from cud_jax.models import bert
+from cud_jax.models import bert, bert_weights
 from cud_jax.models.hf_loading import CheckpointNotFoundError
 
 TINY = bert.BertConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4,
@@ -47,7 +47,7 @@ def _tiny(num_classes=3, seed=0, dtype=jnp.float32, config=TINY):
 
 def _random_state(config, seed=0, *, pooler=True, prefix=""):
     """A random HF-named BERT state dict (PyTorch layouts) for `config`."""
-    template = bert.hf_state_dict(bert.BertEncoder(config.replace(pooler=pooler),
+    template = bert_weights.hf_state_dict(bert.BertEncoder(config.replace(pooler=pooler),
                                                    rngs=nnx.Rngs(seed)))
     rng = np.random.default_rng(seed)
     return {prefix + k: rng.normal(0, 0.2, v.shape).astype(np.float32)
@@ -182,7 +182,7 @@ def test_round_trip_through_safetensors(tmp_path):
     pytest.importorskip("safetensors")
     source = _tiny(seed=5)
     source.eval()
-    folder = _write_checkpoint(tmp_path / "ckpt", TINY, bert.hf_state_dict(source.encoder))
+    folder = _write_checkpoint(tmp_path / "ckpt", TINY, bert_weights.hf_state_dict(source.encoder))
     loaded = models.load_bert_classifier(str(folder), num_classes=3, rngs=nnx.Rngs(9))
     loaded.eval()
     ids = _ids(np.random.default_rng(6), 3, 11, pad_from=[11, 3, 7])

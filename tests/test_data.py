@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from cud_jax import data
-from cud_jax.data import vision
+from cud_jax.data import _sources, vision
 
 pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
@@ -497,7 +497,7 @@ def index_of(split):
 
 @pytest.fixture
 def indexed(monkeypatch):
-    monkeypatch.setitem(vision._SOURCES, "indexed", indexed_source)
+    monkeypatch.setitem(_sources._REGISTRY["vision"], "indexed", indexed_source)
     return "indexed"
 
 

@@ -8,7 +8,7 @@ import pytest
 from scipy import optimize
 
 from cud_jax import losses
-from cud_jax.losses import projections
+from cud_jax.losses import simplex_box
 
 METHODS = ("sort", "newton", "bisection", "auto")
 
@@ -369,7 +369,7 @@ class TestProjectSimplexBoxProperties:
 
     def test_newton_iterations_are_few_and_bounded(self):
         rng = np.random.default_rng(6)
-        solve = jax.jit(projections._lam_newton, static_argnums=3)
+        solve = jax.jit(simplex_box._lam_newton, static_argnums=3)
         v, lo, hi = (jnp.asarray(x, jnp.float32) for x in _random_box(rng, (256, 100), "box"))
         _, iterations = solve(v, lo, hi, 64)
         assert int(iterations) <= 30

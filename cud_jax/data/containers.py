@@ -120,3 +120,61 @@ class VisionData:
         return (f"VisionData(name={self.name!r}, num_classes={self.num_classes}, "
                 f"image_shape={self.image_shape}, train={len(self.train)}, "
                 f"val={len(self.val)}, test={len(self.test)})")
+
+
+class TextSplit(NamedTuple):
+    """Raw texts and int labels of one split, before tokenisation."""
+
+    texts: list[str]
+    labels: np.ndarray
+
+
+class RawText(NamedTuple):
+    """What a text source returns. `val` is the official validation split or None."""
+
+    train: TextSplit
+    test: TextSplit
+    class_names: tuple[str, ...]
+    val: TextSplit | None = None
+    ood_val: list[str] | None = None
+    ood_test: list[str] | None = None
+    class_to_superclass: tuple[int, ...] | None = None
+    superclass_names: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextData:
+    """A tokenised text classification data set, ready for the trainer.
+
+    Attributes:
+      train, val, test: `Split(images=int32 token ids [N, L], labels=int32 [N])`; the
+        `images` field holds token ids (0 = [PAD] for BERT vocabularies).
+      num_classes, class_names: the K classes; labels lie in `[0, K)`.
+      name: the name `load_text` was called with.
+      vocab_size: size of the tokenizer's vocabulary (must match the model's).
+      max_length: truncation length, [CLS] and [SEP] included.
+      pad_id: the padding id; models derive their attention mask as `ids != pad_id`.
+      ood_test, ood_val: out-of-distribution splits (labels -1), e.g. CLINC150's
+        out-of-scope queries; None for sources without one.
+      class_to_superclass, superclass_names: a class hierarchy (CLINC150 domains) or None.
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: tuple[str, ...]
+    name: str
+    vocab_size: int
+    max_length: int
+    pad_id: int = 0
+    ood_test: Split | None = None
+    ood_val: Split | None = None
+    class_to_superclass: tuple[int, ...] | None = None
+    superclass_names: tuple[str, ...] | None = None
+
+    def __repr__(self) -> str:
+        ood = "" if self.ood_test is None else f", ood_test={len(self.ood_test)}"
+        return (f"TextData(name={self.name!r}, num_classes={self.num_classes}, "
+                f"train={len(self.train)}x{self.train.images.shape[1]}, val={len(self.val)}, "
+                f"test={len(self.test)}{ood}, max_length={self.max_length})")

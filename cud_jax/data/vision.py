@@ -24,11 +24,11 @@ from typing import Callable
 import numpy as np
 
 from cud_jax.data import cifar, image_folder, synthetic, tfds_source
-from cud_jax.data._sources import call_source
+from cud_jax.data._sources import (call_registered, check_count, is_registered,
+                                   register_source, source_names)
 from cud_jax.data.containers import RawVision, Split, VisionData
 
 VisionSource = Callable[..., RawVision]
-_SOURCES: dict[str, VisionSource] = {}
 _TFDS_PREFIX = "tfds:"
 
 
@@ -38,26 +38,18 @@ def register_vision_source(name: str, source: VisionSource, *, overwrite: bool =
     The source returns `RawVision` with the official train and test splits; `load_vision`
     does the validation split, subsets and statistics.
     """
-    if name.startswith(_TFDS_PREFIX):
-        raise ValueError(f"names starting with {_TFDS_PREFIX!r} are reserved for TFDS.")
-    if name in _SOURCES and not overwrite:
-        raise ValueError(f"vision source {name!r} is already registered; pass overwrite=True.")
-    _SOURCES[name] = source
+    register_source("vision", name, source, overwrite=overwrite)
 
 
 def vision_sources() -> tuple[str, ...]:
     """Registered source names (plus any `tfds:<name>`)."""
-    return tuple(sorted(_SOURCES))
+    return source_names("vision")
 
 
 register_vision_source("cifar10", cifar._load_cifar10)
 register_vision_source("cifar100", cifar._load_cifar100)
 register_vision_source("image_folder", image_folder.load_image_folder)
 register_vision_source("synthetic", synthetic.load_synthetic)
-
-
-def _call_source(name: str, source: VisionSource, data_dir, kwargs):
-    return call_source("load_vision", name, source, data_dir, kwargs)
 
 
 def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -118,16 +110,6 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, .
     return tuple(float(m / 255.0) for m in mean), tuple(float(s / 255.0) for s in std)
 
 
-def _check_count(field: str, value, upper: int, what: str, *, allow_zero: bool) -> None:
-    if value is None:
-        return
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"`{field}` must be an int or None, got {value!r}.")
-    low = 0 if allow_zero else 1
-    if value < low or value > upper:
-        raise ValueError(f"`{field}`={value} must lie in [{low}, {upper}]: {what}.")
-
-
 def load_vision(name: str, *, data_dir: str | None = None, val_size: int = 5000,
                 seed: int = 0, train_subset: int | None = None,
                 test_subset: int | None = None, **source_kwargs) -> VisionData:
@@ -158,27 +140,27 @@ def load_vision(name: str, *, data_dir: str | None = None, val_size: int = 5000,
     """
     if name.startswith(_TFDS_PREFIX):
         raw = tfds_source.load_tfds(name[len(_TFDS_PREFIX):], data_dir, **source_kwargs)
-    elif name in _SOURCES:
-        raw = _call_source(name, _SOURCES[name], data_dir, source_kwargs)
+    elif is_registered("vision", name):
+        raw = call_registered("vision", name, data_dir, source_kwargs)
     else:
         raise ValueError(f"unknown vision data set {name!r}; choose one of "
                          f"{list(vision_sources())} or 'tfds:<name>' (e.g. 'tfds:svhn_cropped').")
 
     num_classes = len(raw.class_names)
     n_train, n_test = raw.train.num_examples, raw.test.num_examples
-    _check_count("val_size", val_size, n_train - 1, f"{name} has {n_train} training examples "
+    check_count("val_size", val_size, n_train - 1, f"{name} has {n_train} training examples "
                  "and at least one must stay for training", allow_zero=True)
     train, val = raw.train, raw.train.take(np.zeros(0, dtype=np.int64))
     if val_size:
         val, train = _take_balanced(raw.train, val_size, _rng(seed, 0))
     mean, std = channel_stats(train.images)
-    _check_count("train_subset", train_subset, train.num_examples,
+    check_count("train_subset", train_subset, train.num_examples,
                  f"{train.num_examples} training examples are left after carving "
                  f"val_size={val_size}", allow_zero=False)
     if train_subset is not None and train_subset < train.num_examples:
         train, _ = _take_balanced(train, train_subset, _rng(seed, 1))
     test = raw.test
-    _check_count("test_subset", test_subset, n_test, f"{name} has {n_test} test examples",
+    check_count("test_subset", test_subset, n_test, f"{name} has {n_test} test examples",
                  allow_zero=False)
     if test_subset is not None and test_subset < n_test:
         test, _ = _take_balanced(test, test_subset, _rng(seed, 2))

@@ -20,7 +20,8 @@ from cud_jax.losses.distillation import (
     temper_probs,
 )
 from cud_jax.losses.dus import dus_gate, dus_teacher_loss
-from cud_jax.losses.projections import kl_projection, project_simplex_box
+from cud_jax.losses.projections import kl_projection
+from cud_jax.losses.simplex_box import project_simplex_box
 from cud_jax.losses.targets import CORRECTIONS, CorrectedTargets, corrected_targets
 from cud_jax.losses.wclip import WClipStats, top_class, wclip, wclip_delta, wclip_stats
 from cud_jax.losses.temperature import fit_temperature, temperature_scale

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from cud_jax.losses import _validate
-from cud_jax.losses.projections import kl_projection, project_simplex_box
+from cud_jax.losses.projections import kl_projection
+from cud_jax.losses.simplex_box import project_simplex_box
 from cud_jax.losses.wclip import WClipStats, fired_delta
 
 CORRECTIONS = ("none", "wclip", "kl_wrong", "euclid_wrong")

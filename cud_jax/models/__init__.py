@@ -8,22 +8,15 @@ Parameter counts equal the PyTorch definitions (pinned in tests/test_models.py).
 """
 
 from cud_jax.models.mobilenetv2 import MobileNetV2
-from cud_jax.models.registry import count_params, create_model, list_models
+from cud_jax.models.registry import count_params, create_model, create_text_model, list_models
 from cud_jax.models.resnet import CifarResNet
 from cud_jax.models.shufflenet import ShuffleNetV1, ShuffleNetV2
 from cud_jax.models.vgg import VGG
 from cud_jax.models.wide_resnet import WideResNet
 
 # Text: BERT encoder + classification head, Hugging Face checkpoint loading (cud_jax.models.bert).
-from cud_jax.models.bert import (
-    BertClassifier,
-    BertConfig,
-    BertEncoder,
-    bert_student,
-    create_text_model,
-    hf_state_dict,
-    load_bert_classifier,
-)
+from cud_jax.models.bert import BertClassifier, BertConfig, BertEncoder, bert_student
+from cud_jax.models.bert_weights import hf_state_dict, load_bert_classifier
 from cud_jax.models.hf_loading import (
     CheckpointNotFoundError,
     expand_package_path,

@@ -1,4 +1,5 @@
-"""Model registry: build a CIFAR model by its RepDistiller name.
+"""Model registry: build a CIFAR model by its RepDistiller name (`create_model`), or a text
+classifier from a spec string (`create_text_model`).
 
 Names are the lowercase ones CIFAR-100 distillation tables use (`resnet32x4`, `wrn_40_2`,
 `vgg13`, ...); `mobilenetv2` is RepDistiller's `mobile_half`. Lookup ignores case, so
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cud_jax.models.bert import BertClassifier, Dtype, bert_student
+from cud_jax.models.bert_weights import load_bert_classifier
 from cud_jax.models.mobilenetv2 import MobileNetV2
 from cud_jax.models.resnet import CifarResNet
 from cud_jax.models.shufflenet import ShuffleNetV1, ShuffleNetV2
@@ -86,3 +91,64 @@ def count_params(module: nnx.Module) -> int:
     """
     params = nnx.state(module, nnx.Param)
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
+# --- Text models ------------------------------------------------------------------------
+#
+# Spec strings for `create_text_model` (the text counterpart of `create_model`):
+#
+#     bert:<folder or hub id>              every layer of a Hugging Face BERT checkpoint
+#     bert[0,2,4]:<folder or hub id>       a student of the checkpoint's layers 0, 2 and 4
+#     bert_small:L=4,H=256,A=4             random init; keys L (layers), H (width), A (heads),
+#                                          I (intermediate, default 4H), V (vocab, 30522),
+#                                          P (max positions, 512), pooler (1/0, default 1)
+
+_SMALL_KEYS = {"L": "num_layers", "H": "hidden_size", "A": "num_heads",
+               "I": "intermediate_size", "V": "vocab_size", "P": "max_position",
+               "POOLER": "pooler"}
+_SPEC_HELP = ("valid specs: 'bert:<folder or hub id>', 'bert[0,2,4]:<folder or hub id>', "
+              "'bert_small:L=4,H=256,A=4' (keys L, H, A, I, V, P, pooler)")
+
+
+def _parse_small(spec: str, args: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in filter(None, (a.strip() for a in args.split(","))):
+        key, sep, value = item.partition("=")
+        field = _SMALL_KEYS.get(key.strip().upper())
+        if not sep or field is None:
+            raise ValueError(f"bad item {item!r} in model spec {spec!r}; {_SPEC_HELP}.")
+        try:
+            out[field] = int(value)
+        except ValueError:
+            raise ValueError(f"{key}={value!r} in model spec {spec!r} must be an integer."
+                             ) from None
+    if "pooler" in out:
+        out["pooler"] = bool(out["pooler"])
+    return out
+
+
+def create_text_model(spec: str, *, num_classes: int, rngs: nnx.Rngs,
+                      dtype: Dtype = jnp.float32) -> BertClassifier:
+    """Builds a text classifier from a spec string (the text counterpart of `create_model`).
+
+    Specs:
+      `bert:<folder or hub id>`: every layer of a Hugging Face BERT checkpoint.
+      `bert[0,2,4]:<folder or hub id>`: a student made of the checkpoint's layers 0, 2, 4.
+      `bert_small:L=4,H=256,A=4[,I=1024][,V=30522][,P=512][,pooler=1]`: random init.
+
+    The model maps int32 token ids `[B, L]` (0 = [PAD]) to float32 logits and starts in
+    training mode.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"text model spec must be a string; {_SPEC_HELP}.")
+    match = re.fullmatch(r"bert(?:\[([\d,\s]+)\])?:(.+)", spec.strip(), flags=re.S)
+    if spec.lower().startswith("bert_small:"):
+        kwargs = _parse_small(spec, spec.split(":", 1)[1])
+        return bert_student(num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
+    if match:
+        layers = None
+        if match.group(1):
+            layers = tuple(int(i) for i in match.group(1).split(",") if i.strip())
+        return load_bert_classifier(match.group(2).strip(), num_classes=num_classes,
+                                    rngs=rngs, dtype=dtype, layers=layers)
+    raise ValueError(f"unknown text model spec {spec!r}; {_SPEC_HELP}.")

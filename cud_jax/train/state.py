@@ -61,7 +61,3 @@ def create_train_state(params, model_state, tx: optax.GradientTransformation) ->
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=tx.init(params))
 
-
-def count_params(params) -> int:
-    """Number of scalar parameters in a parameter pytree."""
-    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
