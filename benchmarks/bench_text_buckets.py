@@ -66,7 +66,7 @@ def main():
     start = time.perf_counter()
     ds = data.load_text(args.dataset, tokenizer=args.checkpoint,
                         data_dir=args.data or os.path.join(SHARED, args.dataset))
-    ids, labels = ds.train.images, ds.train.labels
+    ids, labels = ds.train.inputs, ds.train.labels
     buckets = tuple(int(b) for b in args.buckets.split(","))
     widths = data.example_widths(ids, buckets, pad_id=ds.pad_id)
     counts = {int(w): int(c) for w, c in zip(*np.unique(widths, return_counts=True))}

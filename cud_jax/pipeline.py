@@ -102,7 +102,7 @@ def place_data(config, task: Task, mesh) -> PlacedData:
     return PlacedData(
         task=dataclasses.replace(task, train=None, val=None, test=None, ood={}),
         placement=placement, train=placement.hold_training(task.train, config.data.split_seed),
-        val=held(task.val.images, task.val.labels), test=held(task.test.images, task.test.labels),
+        val=held(task.val.inputs, task.val.labels), test=held(task.test.inputs, task.test.labels),
         shift=shift, ood={name: placement.hold_eval(x, ev.batch_size)
                           for name, x in task.ood.items()})
 
@@ -145,7 +145,7 @@ def teacher_temperature(config, data: PlacedData, mesh, teacher: Trained, workdi
                          f"{', '.join(TEACHER_CALIBRATIONS)}.")
     if calibration == "none":
         return None
-    val_logits = _predict_logits(teacher, data, data.val.images, config, mesh)
+    val_logits = _predict_logits(teacher, data, data.val.inputs, config, mesh)
     temperature = float(losses.fit_temperature(val_logits, data.val.labels))
     print(f"[student] teacher calibrated by temperature scaling: T = {temperature:.4f}")
     if workdir is not None and jax.process_index() == 0:

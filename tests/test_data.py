@@ -143,13 +143,13 @@ def make_cifar100(root: Path, fmt: str, packed: bool, train=None, test=None, see
 def test_cifar10_round_trip(tmp_path, fmt, packed):
     _, (train_x, train_y), (test_x, test_y), names = make_cifar10(tmp_path, fmt, packed)
     ds = data.load_vision("cifar10", data_dir=str(tmp_path), val_size=0)
-    np.testing.assert_array_equal(ds.train.images, train_x)
+    np.testing.assert_array_equal(ds.train.inputs, train_x)
     np.testing.assert_array_equal(ds.train.labels, train_y)
-    np.testing.assert_array_equal(ds.test.images, test_x)
+    np.testing.assert_array_equal(ds.test.inputs, test_x)
     np.testing.assert_array_equal(ds.test.labels, test_y)
-    assert ds.train.images.dtype == np.uint8 and ds.train.labels.dtype == np.int32
+    assert ds.train.inputs.dtype == np.uint8 and ds.train.labels.dtype == np.int32
     assert ds.num_classes == 10 and ds.class_names == tuple(names)
-    assert ds.val.images.shape == (0, 32, 32, 3)
+    assert ds.val.inputs.shape == (0, 32, 32, 3)
     assert ds.class_to_superclass is None
 
 
@@ -158,9 +158,9 @@ def test_cifar10_round_trip(tmp_path, fmt, packed):
 def test_cifar100_round_trip_fine_labels(tmp_path, fmt, packed):
     _, (train_x, train_y), (test_x, test_y), fine, coarse = make_cifar100(tmp_path, fmt, packed)
     ds = data.load_vision("cifar100", data_dir=str(tmp_path), val_size=0)
-    np.testing.assert_array_equal(ds.train.images, train_x)
+    np.testing.assert_array_equal(ds.train.inputs, train_x)
     np.testing.assert_array_equal(ds.train.labels, train_y)
-    np.testing.assert_array_equal(ds.test.images, test_x)
+    np.testing.assert_array_equal(ds.test.inputs, test_x)
     np.testing.assert_array_equal(ds.test.labels, test_y)
     assert ds.num_classes == 100 and ds.class_names == tuple(fine)
 
@@ -178,19 +178,19 @@ def test_official_layout_is_chw_planes(tmp_path):
     record = np.concatenate([[[3]], rows], 1).astype(np.uint8).tobytes()
     (tmp_path / "cifar-10-batches-bin" / "test_batch.bin").write_bytes(record)
     test = data.load_vision("cifar10", data_dir=str(tmp_path), val_size=0).test
-    x = test.images[0]
+    x = test.inputs[0]
     assert (x[0, 0, 0], x[0, 1, 0], x[1, 0, 0], x[0, 0, 1], x[1, 1, 2]) == (10, 20, 30, 40, 50)
-    np.testing.assert_array_equal(test.images, image)
+    np.testing.assert_array_equal(test.inputs, image)
     assert test.labels.tolist() == [3]
 
 
 def test_cifar_data_dir_may_be_the_archive_or_the_folder(tmp_path):
     archive, (train_x, _), _, _ = make_cifar10(tmp_path, "python", packed=True)
     ds = data.load_vision("cifar10", data_dir=str(archive), val_size=0)
-    np.testing.assert_array_equal(ds.train.images, train_x)
+    np.testing.assert_array_equal(ds.train.inputs, train_x)
     folder, (train_x, _), _, _, _ = make_cifar100(tmp_path / "x", "binary", packed=False)
     ds = data.load_vision("cifar100", data_dir=str(folder), val_size=0)
-    np.testing.assert_array_equal(ds.train.images, train_x)
+    np.testing.assert_array_equal(ds.train.inputs, train_x)
 
 
 def test_cifar100_superclasses_when_every_class_is_present(tmp_path):
@@ -229,7 +229,7 @@ def test_real_cifar100_images_through_official_formats(tmp_path, fmt):
     assert labels.min() >= 0 and labels.max() < 100
     make_cifar100(tmp_path, fmt, packed=True, train=(images, labels), test=(images, labels))
     ds = data.load_vision("cifar100", data_dir=str(tmp_path), val_size=5, seed=1)
-    np.testing.assert_array_equal(ds.test.images, images)
+    np.testing.assert_array_equal(ds.test.inputs, images)
     np.testing.assert_array_equal(ds.test.labels, labels)
     assert len(ds.train) == 15 and len(ds.val) == 5
 
@@ -245,7 +245,7 @@ def test_real_cifar100_images_through_image_folder(tmp_path):
     ds = data.load_vision("image_folder", data_dir=str(tmp_path), val_size=0)
     assert len(ds.train) == len(ds.test) == 20 and ds.image_shape == (32, 32, 3)
     by_label = sorted(files, key=lambda f: (int(f.stem.split("_")[-1]), f.name))
-    for image, label, f in zip(ds.test.images, ds.test.labels, by_label):
+    for image, label, f in zip(ds.test.inputs, ds.test.labels, by_label):
         assert int(ds.class_names[label]) == int(f.stem.split("_")[-1])
         np.testing.assert_array_equal(image, np.asarray(Image.open(f).convert("RGB")))
 
@@ -272,7 +272,7 @@ def test_missing_cifar_without_data_dir(monkeypatch):
 def test_cifar_data_dir_from_environment(tmp_path, monkeypatch):
     _, (train_x, _), _, _ = make_cifar10(tmp_path, "binary", packed=True)
     monkeypatch.setenv("CUD_JAX_DATA_DIR", str(tmp_path))
-    np.testing.assert_array_equal(data.load_vision("cifar10", val_size=0).train.images, train_x)
+    np.testing.assert_array_equal(data.load_vision("cifar10", val_size=0).train.inputs, train_x)
 
 
 def test_missing_image_folder(tmp_path):
@@ -368,7 +368,7 @@ def write_tar(path: Path, files: dict[str, bytes], prefix: str = "", reverse=Fal
 
 def check_tree(ds, expected, classes=("cat", "dog", "emu")):
     for split in ("train", "test"):
-        np.testing.assert_array_equal(getattr(ds, split).images, expected[split][0])
+        np.testing.assert_array_equal(getattr(ds, split).inputs, expected[split][0])
         np.testing.assert_array_equal(getattr(ds, split).labels, expected[split][1])
     assert ds.class_names == tuple(classes) and ds.num_classes == len(classes)
 
@@ -401,11 +401,11 @@ def test_image_folder_jpeg_grayscale_resize_and_limit(tmp_path):
              for split in ("train", "test") for cls in ("a", "b") for i in range(3)}
     write_tar(tmp_path / "j.tar.gz", files)
     ds = data.load_vision("image_folder", data_dir=str(tmp_path / "j.tar.gz"), val_size=0)
-    assert ds.train.images.shape == (6, 16, 16, 3)
-    assert np.abs(ds.train.images.astype(int) - smooth).mean() < 8  # JPEG is lossy
+    assert ds.train.inputs.shape == (6, 16, 16, 3)
+    assert np.abs(ds.train.inputs.astype(int) - smooth).mean() < 8  # JPEG is lossy
     gray = data.load_vision("image_folder", data_dir=str(tmp_path / "j.tar.gz"), val_size=0,
                             channels=1, image_size=(8, 12), limit_per_class=2)
-    assert gray.train.images.shape == (4, 8, 12, 1) and gray.test.images.shape == (4, 8, 12, 1)
+    assert gray.train.inputs.shape == (4, 8, 12, 1) and gray.test.inputs.shape == (4, 8, 12, 1)
     assert gray.train.labels.tolist() == [0, 0, 1, 1]
 
 
@@ -414,8 +414,8 @@ def test_image_folder_limit_keeps_first_names(tmp_path):
     write_tar(tmp_path / "d.tar", files, reverse=True)
     ds = data.load_vision("image_folder", data_dir=str(tmp_path / "d.tar"), val_size=0,
                           limit_per_class=1)
-    np.testing.assert_array_equal(ds.train.images, expected["train"][0][::3])
-    np.testing.assert_array_equal(ds.test.images, expected["test"][0][::2])
+    np.testing.assert_array_equal(ds.train.inputs, expected["train"][0][::3])
+    np.testing.assert_array_equal(ds.test.inputs, expected["test"][0][::2])
 
 
 def test_image_folder_cache(tmp_path):
@@ -459,7 +459,7 @@ def test_real_cifar10_tarball_first_files():
                           limit_per_class=5)
     assert ds.num_classes == 10 and ds.class_names[0] == "airplane"
     assert (len(ds.train), len(ds.val), len(ds.test)) == (30, 20, 50)
-    assert ds.train.images.shape[1:] == (32, 32, 3)
+    assert ds.train.inputs.shape[1:] == (32, 32, 3)
     assert np.bincount(ds.val.labels).tolist() == [2] * 10
 
 
@@ -492,7 +492,7 @@ def indexed_source(data_dir=None, *, n_train=1000, n_test=300, num_classes=10):
 
 
 def index_of(split):
-    return split.images[:, 0, 0, 0].astype(int) + 256 * split.images[:, 0, 0, 1].astype(int)
+    return split.inputs[:, 0, 0, 0].astype(int) + 256 * split.inputs[:, 0, 0, 1].astype(int)
 
 
 @pytest.fixture
@@ -563,7 +563,7 @@ def test_load_vision_argument_errors(indexed):
 def test_split_is_a_pytree_and_validated():
     jax = pytest.importorskip("jax")
     split = data.make_split(np.zeros((2, 3, 3, 1), np.int64), np.array([0, 1]))
-    assert split.images.dtype == np.uint8 and len(split) == 2
+    assert split.inputs.dtype == np.uint8 and len(split) == 2
     leaves = jax.tree_util.tree_leaves(split)
     assert len(leaves) == 2
     with pytest.raises(ValueError, match="2 images but 3 labels"):
@@ -583,19 +583,19 @@ def test_synthetic_shapes_and_determinism():
     b = data.load_vision("synthetic", val_size=24, **SMALL)
     assert a.image_shape == (16, 16, 3) and a.num_classes == 12
     assert (len(a.train), len(a.val), len(a.test)) == (216, 24, 120)
-    assert a.train.images.dtype == np.uint8 and a.train.labels.dtype == np.int32
+    assert a.train.inputs.dtype == np.uint8 and a.train.labels.dtype == np.int32
     for split in ("train", "val", "test"):
-        np.testing.assert_array_equal(getattr(a, split).images, getattr(b, split).images)
+        np.testing.assert_array_equal(getattr(a, split).inputs, getattr(b, split).inputs)
         np.testing.assert_array_equal(getattr(a, split).labels, getattr(b, split).labels)
     assert a.class_to_superclass == tuple(c // 3 for c in range(12))
     assert len(a.superclass_names) == 4
     assert np.bincount(a.test.labels).tolist() == [10] * 12
     # The split seed moves the validation set; the data themselves stay put.
     c = data.load_vision("synthetic", val_size=24, seed=1, **SMALL)
-    np.testing.assert_array_equal(c.test.images, a.test.images)
-    assert not np.array_equal(c.val.images, a.val.images)
+    np.testing.assert_array_equal(c.test.inputs, a.test.inputs)
+    assert not np.array_equal(c.val.inputs, a.val.inputs)
     d = data.load_vision("synthetic", val_size=24, data_seed=1, **SMALL)
-    assert not np.array_equal(d.test.images, a.test.images)
+    assert not np.array_equal(d.test.inputs, a.test.inputs)
 
 
 def test_synthetic_default_size_and_ambiguity():
@@ -614,9 +614,9 @@ def test_synthetic_default_size_and_ambiguity():
 def test_synthetic_is_learnable_but_not_trivial():
     """A nearest-class-mean classifier (a weak learner) is far above chance, not perfect."""
     ds = data.load_vision("synthetic", val_size=0, **dict(SMALL, train_per_class=60))
-    x = ds.train.images.reshape(len(ds.train), -1).astype(np.float32)
+    x = ds.train.inputs.reshape(len(ds.train), -1).astype(np.float32)
     means = np.stack([x[ds.train.labels == c].mean(0) for c in range(ds.num_classes)])
-    xt = ds.test.images.reshape(len(ds.test), -1).astype(np.float32)
+    xt = ds.test.inputs.reshape(len(ds.test), -1).astype(np.float32)
     pred = np.argmin(((xt[:, None] - means[None]) ** 2).sum(-1), axis=1)
     accuracy = (pred == ds.test.labels).mean()
     assert 3 / ds.num_classes < accuracy < 0.99
@@ -628,12 +628,12 @@ def test_synthetic_is_learnable_but_not_trivial():
 def test_synthetic_ood():
     near = data.load_synthetic_ood("near", num_examples=50, **SMALL)
     far = data.load_synthetic_ood("far", **SMALL)
-    assert near.images.shape == (50, 16, 16, 3) and np.all(near.labels == -1)
+    assert near.inputs.shape == (50, 16, 16, 3) and np.all(near.labels == -1)
     assert len(far) == 12 * 10  # default: as many as the in-distribution test split
     again = data.load_synthetic_ood("near", num_examples=50, **SMALL)
-    np.testing.assert_array_equal(near.images, again.images)
+    np.testing.assert_array_equal(near.inputs, again.inputs)
     ind = data.load_vision("synthetic", val_size=0, **SMALL)
-    assert not any(np.array_equal(near.images[0], x) for x in ind.test.images)
+    assert not any(np.array_equal(near.inputs[0], x) for x in ind.test.inputs)
     with pytest.raises(ValueError, match="'near' or 'far'"):
         data.load_synthetic_ood("medium", **SMALL)
 

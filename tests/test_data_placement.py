@@ -40,7 +40,7 @@ def test_local_shards_land_on_their_devices():
     shards = placement.take_local_shards(task.train, mesh, seed=1)
     assert shards.shard_ids == tuple(range(8)) and shards.num_examples == 64
     inputs, labels = placement.shards_to_mesh(shards, mesh)
-    assert inputs.shape == (8, 8) + task.train.images.shape[1:] and labels.shape == (8, 8)
+    assert inputs.shape == (8, 8) + task.train.inputs.shape[1:] and labels.shape == (8, 8)
     assert inputs.sharding.spec == P("data")
     rows = placement.shard_assignment(70, 8, seed=1)
     for shard in labels.addressable_shards:  # device j holds exactly shard j
@@ -86,7 +86,7 @@ def test_sharded_step_equals_the_replicated_step_on_the_same_batches():
             inputs, labels = placement.shards_to_mesh(shards, mesh)
             perm = jax.device_put(orders, jax.sharding.NamedSharding(mesh, P("data")))
         else:
-            inputs, labels = put_replicated((task.train.images, task.train.labels), mesh)
+            inputs, labels = put_replicated((task.train.inputs, task.train.labels), mesh)
             perm = put_replicated(flat.astype(np.int32), mesh)
         losses = []
         for _ in range(3):
@@ -192,8 +192,8 @@ def test_sharded_evaluation_keeps_shares_and_reports_the_same(tmp_path):
         config[name].checkpoint = str(tmp_path / "replicated" / "checkpoints" / name)
     mesh = make_mesh()
     task = pipeline.place_data(config, pipeline.build_task(config.data), mesh)
-    assert isinstance(task.test.images, placement.EvalShare)
-    assert task.test.images.rows.shape[:3] == (3, 8, 3) and len(task.test.images) == 64
+    assert isinstance(task.test.inputs, placement.EvalShare)
+    assert task.test.inputs.rows.shape[:3] == (3, 8, 3) and len(task.test.inputs) == 64
     second = pipeline.run(config, str(tmp_path / "sharded"))
     for name in ("teacher", "student"):
         for part in ("clean", "temperature_scaled"):

@@ -245,7 +245,7 @@ def _train(tmp_path, mesh, run_hook=None):
         run_hook(run)
     writer = MetricWriter(str(tmp_path), run.name)
     try:
-        return train_stage(run, state, train.images, train.labels, mesh=mesh, writer=writer)
+        return train_stage(run, state, train.inputs, train.labels, mesh=mesh, writer=writer)
     finally:
         writer.close()
 

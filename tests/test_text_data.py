@@ -170,19 +170,19 @@ def test_banking77_small_files(tmp_path, tokenizer):
     assert np.all(np.abs(np.bincount(ds.val.labels) - np.array([2.5, 1.5, 2.0])) <= 1)
     np.testing.assert_array_equal(np.bincount(ds.test.labels), [3, 3, 3])
     for split in (ds.train, ds.val, ds.test):
-        assert split.images.dtype == np.int32 and split.labels.dtype == np.int32
-        assert split.images.shape[1] % 8 == 0
-        assert np.all(split.images[:, 0] == tokenizer.cls_id)
+        assert split.inputs.dtype == np.int32 and split.labels.dtype == np.int32
+        assert split.inputs.shape[1] % 8 == 0
+        assert np.all(split.inputs[:, 0] == tokenizer.cls_id)
     # Train and val partition the official training set.
-    rows = {tuple(r[r != 0]) for split in (ds.train, ds.val) for r in split.images}
-    assert len(rows) == 24 and not np.any(ds.train.images == tokenizer.unk_id)
+    rows = {tuple(r[r != 0]) for split in (ds.train, ds.val) for r in split.inputs}
+    assert len(rows) == 24 and not np.any(ds.train.inputs == tokenizer.unk_id)
     # The folder itself works as data_dir; the carve is fixed by the seed.
     again = data.load_text("banking77", data_dir=tmp_path / "banking77", tokenizer=tokenizer,
                            val_size=6, seed=1)
-    np.testing.assert_array_equal(again.val.images, ds.val.images)
+    np.testing.assert_array_equal(again.val.inputs, ds.val.inputs)
     other = data.load_text("banking77", data_dir=tmp_path, tokenizer=tokenizer, val_size=6,
                            seed=2)
-    assert not np.array_equal(other.val.images, ds.val.images)
+    assert not np.array_equal(other.val.inputs, ds.val.inputs)
     # Default carve: a tenth of train when that is below 1,000.
     assert len(data.load_text("banking77", data_dir=tmp_path, tokenizer=tokenizer).val) == 2
     sub = data.load_text("banking77", data_dir=tmp_path, tokenizer=tokenizer, val_size=6,
@@ -217,12 +217,12 @@ def test_clinc150_small_files(tmp_path, tokenizer):
     assert (len(ds.train), len(ds.val), len(ds.test)) == (15, 6, 9)
     assert len(ds.ood_test) == 4 and len(ds.ood_val) == 2
     np.testing.assert_array_equal(ds.ood_test.labels, -1)
-    assert ds.ood_test.images.dtype == np.int32
+    assert ds.ood_test.inputs.dtype == np.int32
     assert ds.superclass_names == ("travel", "music")
     assert ds.class_to_superclass == (0, 1, 0)
     assert np.all(ds.train.labels[:5] == 2)  # the first train examples are `translate`
     no_val = data.load_text("clinc150", data_dir=tmp_path, tokenizer=tokenizer, val_size=0)
-    assert len(no_val.val) == 0 and no_val.val.images.ndim == 2
+    assert len(no_val.val) == 0 and no_val.val.inputs.ndim == 2
     with pytest.raises(ValueError, match="official validation split"):
         data.load_text("clinc150", data_dir=tmp_path, tokenizer=tokenizer, val_size=3)
     _write_clinc(tmp_path / "plain", with_domains=False)
@@ -308,8 +308,8 @@ def test_real_banking77_counts(tokenizer):
     assert len(ds.test) == 3_080
     assert set(np.unique(ds.test.labels)) == set(range(77))
     for split in (ds.train, ds.val, ds.test):
-        assert split.images.shape[1] <= 128 and split.images.shape[1] % 8 == 0
-        assert split.images.max() < tok.vocab_size
+        assert split.inputs.shape[1] <= 128 and split.inputs.shape[1] % 8 == 0
+        assert split.inputs.max() < tok.vocab_size
 
 
 def test_real_clinc150_counts(tokenizer):
@@ -320,4 +320,4 @@ def test_real_clinc150_counts(tokenizer):
     np.testing.assert_array_equal(np.bincount(ds.train.labels), 100)
     assert len(ds.superclass_names) == 10 and len(set(ds.class_to_superclass)) == 10
     if minilm_dir() is not None:  # real vocabulary: little is unknown
-        assert np.mean(ds.train.images == tok.unk_id) < 0.01
+        assert np.mean(ds.train.inputs == tok.unk_id) < 0.01

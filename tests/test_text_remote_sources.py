@@ -75,7 +75,7 @@ def test_hf_massive_uses_its_config_fields_and_validation_split(monkeypatch, voc
     assert ds.num_classes == 3 and ds.class_names == tuple(names)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (30, 6, 9)  # official validation
     # "what is the time" -> [CLS] what is the time [SEP], padded to a multiple of 8.
-    np.testing.assert_array_equal(ds.train.images[0], [2, 5, 6, 7, 8, 3, 0, 0])
+    np.testing.assert_array_equal(ds.train.inputs[0], [2, 5, 6, 7, 8, 3, 0, 0])
     np.testing.assert_array_equal(ds.test.labels[:3], [0, 1, 2])
 
 
@@ -154,4 +154,4 @@ def test_tfds_trec_reads_bytes_and_coarse_labels(monkeypatch, vocab):
     assert prepared == [("trec", "/tfds")]
     assert ds.num_classes == 6 and (len(ds.train), len(ds.val), len(ds.test)) == (16, 4, 6)
     np.testing.assert_array_equal(ds.test.labels, [3, 0] * 3)
-    assert data.load_tokenizer(vocab).decode(ds.test.images[0]) == "who is the city"
+    assert data.load_tokenizer(vocab).decode(ds.test.inputs[0]) == "who is the city"

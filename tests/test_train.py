@@ -76,7 +76,7 @@ def _losses(workdir):
 def _train(tmp_path, mesh, **kwargs):
     task, run, state = _stage(tmp_path, mesh, **kwargs)
     writer = MetricWriter(str(tmp_path), run.name)
-    state = train_stage(run, state, task.train.images, task.train.labels, mesh=mesh,
+    state = train_stage(run, state, task.train.inputs, task.train.labels, mesh=mesh,
                         writer=writer)
     writer.close()
     return state, _losses(tmp_path)
@@ -110,7 +110,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     run.step_fn = dying_step
     writer = MetricWriter(str(tmp_path / "killed"), "teacher")
     with pytest.raises(KeyboardInterrupt):
-        train_stage(run, state, task.train.images, task.train.labels, mesh=mesh, writer=writer)
+        train_stage(run, state, task.train.inputs, task.train.labels, mesh=mesh, writer=writer)
     writer.close()
     resumed, _ = _train(tmp_path / "killed", mesh)  # the same command, again
     assert int(resumed.step) == 8
@@ -225,7 +225,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_losses():
                                  lambda key, x: x.astype(jnp.float32) / 255.0, batch_size=16,
                                  steps_per_epoch=2, mesh=mesh)
     task = _task(size=32)
-    state, metrics = step(create_train_state(params, model_state, tx), task.train.images,
+    state, metrics = step(create_train_state(params, model_state, tx), task.train.inputs,
                           task.train.labels, jnp.arange(64, dtype=jnp.int32),
                           jax.random.PRNGKey(0), None)
     assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
@@ -254,7 +254,7 @@ def test_cached_teacher_gives_the_same_student_steps():
         perm = jax.random.permutation(jax.random.PRNGKey(0), 64).astype(jnp.int32)
         losses_seen = []
         for _ in range(4):
-            state, metrics = step(state, task.train.images, task.train.labels, perm,
+            state, metrics = step(state, task.train.inputs, task.train.labels, perm,
                                   jax.random.PRNGKey(1), teacher_vars)
             losses_seen.append(float(metrics["loss"]))
         results.append((losses_seen, state.params))
@@ -282,14 +282,14 @@ def test_temperature_calibrated_teacher_is_what_the_student_learns_from(tmp_path
         return predict.predict_logits(predict_fn, teacher.params, teacher.model_state, images,
                                       batch_size=16, mesh=mesh)
 
-    temperature = float(losses.fit_temperature(logits_of(task.val.images), task.val.labels))
+    temperature = float(losses.fit_temperature(logits_of(task.val.inputs), task.val.labels))
     assert abs(temperature - 1.0) > 0.05  # the check below can tell calibrated from not
-    want = jax.nn.softmax(logits_of(task.train.images[:16]) / temperature)
+    want = jax.nn.softmax(logits_of(task.train.inputs[:16]) / temperature)
     for cache in (False, True):
         config.student.cache_teacher = cache
         teacher_fn, teacher_vars = pipeline.teacher_for_student(
             config, pipeline.place_data(config, task, mesh), mesh, teacher, str(tmp_path))
-        got = teacher_fn(teacher_vars, task.preprocess(task.train.images[:16]),
+        got = teacher_fn(teacher_vars, task.preprocess(task.train.inputs[:16]),
                          lambda x: x[:16])
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     recorded = report.teacher_calibration(config, str(tmp_path))

@@ -18,7 +18,7 @@ from cud_jax.data.batching import (bucketed_epoch, bucketed_steps_per_epoch, epo
 from cud_jax.data.cifar import load_cifar
 from cud_jax.data.containers import RawVision, Split, VisionData, make_split
 from cud_jax.data.errors import DataNotFoundError
-from cud_jax.data.image_folder import load_image_files, load_image_folder
+from cud_jax.data.image_folder import load_image_files, load_image_folder, read_image_blobs
 from cud_jax.data.synthetic import (
     SyntheticSample,
     SyntheticSpec,
@@ -50,7 +50,7 @@ from cud_jax.data.corruptions import (  # noqa: E402  (appended after the consta
     corruption_suite,
 )
 
-# Text: WordPiece-tokenised intent / topic data sets (cud_jax.data.text); `Split.images` holds
+# Text: WordPiece-tokenised intent / topic data sets (cud_jax.data.text); `Split.inputs` holds
 # int32 token ids there.
 from cud_jax.data.text import (  # noqa: E402
     RawText,

@@ -14,15 +14,16 @@ import numpy as np
 
 
 class Split(NamedTuple):
-    """One split of an image classification data set.
+    """One split of a classification data set, images or text alike.
 
     Attributes:
-      images: `uint8 [N, H, W, C]`, channels last.
+      inputs: the stored model inputs: `uint8 [N, H, W, C]` images (channels last), or
+        `int32 [N, L]` WordPiece token ids (0 = [PAD]).
       labels: `int32 [N]` class indices in `[0, num_classes)`; OOD sets use -1 (no
         in-distribution label, the convention of `cud_jax.losses`).
     """
 
-    images: np.ndarray
+    inputs: np.ndarray
     labels: np.ndarray
 
     def __len__(self) -> int:  # NamedTuple's len would be 2, the field count
@@ -35,7 +36,7 @@ class Split(NamedTuple):
     def take(self, indices) -> "Split":
         """The examples at `indices` (a new Split, arrays copied)."""
         indices = np.asarray(indices)
-        return Split(self.images[indices], self.labels[indices])
+        return Split(self.inputs[indices], self.labels[indices])
 
 
 def make_split(images, labels, *, what: str = "split") -> Split:
@@ -114,7 +115,7 @@ class VisionData:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of every image."""
-        return tuple(self.train.images.shape[1:])
+        return tuple(self.train.inputs.shape[1:])
 
     def __repr__(self) -> str:  # the default would print the pixel arrays
         return (f"VisionData(name={self.name!r}, num_classes={self.num_classes}, "
@@ -147,8 +148,8 @@ class TextData:
     """A tokenised text classification data set, ready for the trainer.
 
     Attributes:
-      train, val, test: `Split(images=int32 token ids [N, L], labels=int32 [N])`; the
-        `images` field holds token ids (0 = [PAD] for BERT vocabularies).
+      train, val, test: `Split(inputs=int32 token ids [N, L], labels=int32 [N])` (0 = [PAD]
+        for BERT vocabularies).
       num_classes, class_names: the K classes; labels lie in `[0, K)`.
       name: the name `load_text` was called with.
       vocab_size: size of the tokenizer's vocabulary (must match the model's).
@@ -176,5 +177,5 @@ class TextData:
     def __repr__(self) -> str:
         ood = "" if self.ood_test is None else f", ood_test={len(self.ood_test)}"
         return (f"TextData(name={self.name!r}, num_classes={self.num_classes}, "
-                f"train={len(self.train)}x{self.train.images.shape[1]}, val={len(self.val)}, "
+                f"train={len(self.train)}x{self.train.inputs.shape[1]}, val={len(self.val)}, "
                 f"test={len(self.test)}{ood}, max_length={self.max_length})")

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import tarfile
+import zipfile
 
 import numpy as np
 
@@ -282,18 +283,44 @@ def load_image_folder(data_dir: str | None = None, *, path: str | None = None,
         splits.append(make_split(images, np.asarray(labels, dtype=np.int32),
                                  what=f"{root}:{split}"))
     if not splits[1].num_examples:  # an empty test/ still gets the train image shape
-        splits[1] = make_split(np.zeros((0,) + splits[0].images.shape[1:], np.uint8),
+        splits[1] = make_split(np.zeros((0,) + splits[0].inputs.shape[1:], np.uint8),
                                np.zeros(0, np.int32))
-    elif splits[0].images.shape[1:] != splits[1].images.shape[1:]:
-        raise ValueError(f"{root}: train images are {splits[0].images.shape[1:]} but test "
-                         f"images are {splits[1].images.shape[1:]}; pass image_size=(H, W).")
+    elif splits[0].inputs.shape[1:] != splits[1].inputs.shape[1:]:
+        raise ValueError(f"{root}: train images are {splits[0].inputs.shape[1:]} but test "
+                         f"images are {splits[1].inputs.shape[1:]}; pass image_size=(H, W).")
     raw = RawVision(train=splits[0], test=splits[1], class_names=class_names)
 
     if cache_file is not None:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = cache_file + f".tmp{os.getpid()}.npz"  # write then rename: no half-written cache
-        np.savez(tmp, train_images=raw.train.images, train_labels=raw.train.labels,
-                 test_images=raw.test.images, test_labels=raw.test.labels,
+        np.savez(tmp, train_images=raw.train.inputs, train_labels=raw.train.labels,
+                 test_images=raw.test.inputs, test_labels=raw.test.labels,
                  class_names=np.asarray(class_names, dtype=str))
         os.replace(tmp, cache_file)
     return raw
+
+
+def read_image_blobs(path: str) -> list[tuple[str, bytes]]:
+    """(name, encoded bytes) of every image file under a folder, .zip or tar archive at
+    `path`, sorted by name, whatever the folder structure (e.g. an OOD image set).
+
+    Raises:
+      DataNotFoundError: nothing exists at `path`.
+    """
+    if not os.path.exists(path):
+        raise DataNotFoundError(f"no image folder or archive at {path}")
+    if os.path.isdir(path):
+        files = sorted(os.path.join(root, f) for root, _, names in os.walk(path)
+                       for f in names if _is_image(f))
+        blobs = []
+        for name in files:
+            with open(name, "rb") as fh:
+                blobs.append((name, fh.read()))
+        return blobs
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return [(n, archive.read(n)) for n in sorted(archive.namelist()) if _is_image(n)]
+    with tarfile.open(path) as archive:
+        members = sorted((m for m in archive.getmembers() if m.isfile() and _is_image(m.name)),
+                         key=lambda m: m.name)
+        return [(m.name, archive.extractfile(m).read()) for m in members]

@@ -1,15 +1,15 @@
 """`load_text`: intent / topic classification data sets as padded WordPiece id arrays.
 
     ds = data.load_text("banking77", data_dir="../shared/data", tokenizer="path/to/bert")
-    ds.train.images    # int32 [N, L] token ids, 0 = [PAD] (the `Split` field keeps its name)
+    ds.train.inputs    # int32 [N, L] token ids, 0 = [PAD]
     ds = data.load_text("clinc150", data_dir="../shared/data", tokenizer="path/to/bert")
     ds.ood_test        # CLINC150's out-of-scope test utterances, labels -1
 
-The splits reuse the vision `Split` NamedTuple so the trainer, batching and metrics treat text
-exactly like images: `Split.images` holds the token ids `int32 [N, L]` here (the name is kept
-for compatibility), `Split.labels` the int32 labels (-1 for OOD splits). Each split is padded
-to its own longest sequence rounded up to a multiple of 8 (see `cud_jax.data.tokenization`),
-so the train, val and test arrays may have different widths L.
+The splits are the one `Split` type, so the trainer, batching and metrics treat text exactly
+like images: `Split.inputs` holds the token ids `int32 [N, L]` here, `Split.labels` the
+int32 labels (-1 for OOD splits). Each split is padded to its own longest sequence rounded
+up to a multiple of 8 (see `cud_jax.data.tokenization`), so the train, val and test arrays
+may have different widths L.
 
 Sources (a function per name reads texts and labels; `load_text` tokenises and splits):
 

@@ -153,7 +153,7 @@ def load_vision(name: str, *, data_dir: str | None = None, val_size: int = 5000,
     train, val = raw.train, raw.train.take(np.zeros(0, dtype=np.int64))
     if val_size:
         val, train = _take_balanced(raw.train, val_size, _rng(seed, 0))
-    mean, std = channel_stats(train.images)
+    mean, std = channel_stats(train.inputs)
     check_count("train_subset", train_subset, train.num_examples,
                  f"{train.num_examples} training examples are left after carving "
                  f"val_size={val_size}", allow_zero=False)

@@ -64,7 +64,7 @@ def _versions(workdir: str) -> dict:
 
 def shift_subset(test, ev) -> tuple[np.ndarray, np.ndarray]:
     """The test images and labels of the shift evaluation (`eval.shift_subset`, seeded)."""
-    images, labels = test.images, test.labels
+    images, labels = test.inputs, test.labels
     if ev.shift_subset and ev.shift_subset < len(labels):
         keep = np.random.default_rng(ev.corruption_seed).permutation(len(labels))
         keep = np.sort(keep[:ev.shift_subset])
@@ -87,10 +87,10 @@ def _clean_entries(config, data, trained: dict, predictors: dict) -> tuple[dict,
     """`({model: clean and TS metrics}, {model: test logits})`."""
     entries, test_logits = {}, {}
     for name, predict_model in predictors.items():
-        test_logits[name] = predict_model(data.test.images)
+        test_logits[name] = predict_model(data.test.inputs)
         entry = {"model": config[name].model, "step": trained[name].step,
                  **predict.evaluate_logits(test_logits[name], data.test.labels,
-                                           predict_model(data.val.images), data.val.labels,
+                                           predict_model(data.val.inputs), data.val.labels,
                                            num_bins=config.eval.num_bins)}
         if name == "teacher":
             stats = losses.wclip_stats(jax.nn.softmax(test_logits[name], -1), data.test.labels,
@@ -116,12 +116,12 @@ def shift_corruptions(ev, image_shape) -> list[str]:
 
 def _shift_section(config, workdir, data, predictors, temperatures) -> Optional[dict]:
     ev = config.eval
-    corruptions = shift_corruptions(ev, data.test.images.shape)
+    corruptions = shift_corruptions(ev, data.test.inputs.shape)
     if not corruptions or not predictors:
         return None
     severities = [int(s) for s in str(ev.severities).split(",")]
     shift = robustness.evaluate_shift(
-        predictors, temperatures, data.shift.images, data.shift.labels,
+        predictors, temperatures, data.shift.inputs, data.shift.labels,
         corruptions=corruptions, severities=severities, seed=ev.corruption_seed,
         cache_dir=ev.cache_dir or os.path.join(workdir, "cache", "corruptions"),
         num_bins=ev.num_bins, placement=data.placement)

@@ -100,10 +100,10 @@ def load_ood_sets(spec: str, *, task_info: dict, data_cfg, data_dir, subset, see
             elif name.startswith("synthetic_ood:"):
                 kwargs = dict(data_cfg.source_kwargs)
                 kwargs.pop("cache_dir", None)
-                images = data_lib.load_synthetic_ood(name.split(":", 1)[1], **kwargs).images
+                images = data_lib.load_synthetic_ood(name.split(":", 1)[1], **kwargs).inputs
             else:
                 images = data_lib.load_vision(name, data_dir=data_dir, val_size=0, seed=seed,
-                                              test_subset=subset).test.images
+                                              test_subset=subset).test.inputs
         except (DataNotFoundError, FileNotFoundError, ImportError) as err:
             first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
             print(f"OOD set {name} skipped: {first_line}")
@@ -127,33 +127,8 @@ def _noise_images(kind: str, count: int, shape, seed: int) -> np.ndarray:
     raise ValueError(f"Unknown noise OOD set {kind!r}; valid values: gaussian, uniform.")
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-
-
-def _image_blobs(path: str) -> list[tuple[str, bytes]]:
-    """(name, encoded bytes) of every image file under a folder, zip or tar archive."""
-    import os
-    import tarfile
-    import zipfile
-
-    if not os.path.exists(path):
-        raise DataNotFoundError(f"no image folder or archive at {path}")
-    is_image = lambda n: n.lower().endswith(_IMAGE_SUFFIXES)  # noqa: E731
-    if os.path.isdir(path):
-        files = sorted(os.path.join(root, f) for root, _, names in os.walk(path)
-                       for f in names if is_image(f))
-        return [(f, open(f, "rb").read()) for f in files]
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return [(n, archive.read(n)) for n in sorted(archive.namelist()) if is_image(n)]
-    with tarfile.open(path) as archive:
-        members = sorted((m for m in archive.getmembers() if m.isfile() and is_image(m.name)),
-                         key=lambda m: m.name)
-        return [(m.name, archive.extractfile(m).read()) for m in members]
-
-
 def _image_files(path: str, shape, subset, seed: int) -> np.ndarray:
-    blobs = _image_blobs(path)
+    blobs = data_lib.read_image_blobs(path)
     if subset and len(blobs) > subset:
         keep = np.sort(np.random.default_rng(seed).permutation(len(blobs))[:subset])
         blobs = [blobs[i] for i in keep]

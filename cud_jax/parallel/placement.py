@@ -97,10 +97,10 @@ class TrainShards:
 
 
 def take_local_shards(split, mesh: Mesh, seed: int) -> TrainShards:
-    """Copies this process's shards out of a loaded split (`.images`, `.labels`)."""
+    """Copies this process's shards out of a loaded split (`.inputs`, `.labels`)."""
     rows = shard_assignment(len(split.labels), mesh.devices.size, seed)
     ids = local_shard_ids(mesh)
-    return TrainShards(inputs=np.asarray(split.images)[rows[list(ids)]],
+    return TrainShards(inputs=np.asarray(split.inputs)[rows[list(ids)]],
                        labels=np.asarray(split.labels)[rows[list(ids)]], shard_ids=ids,
                        num_shards=mesh.devices.size)
 
@@ -284,7 +284,7 @@ class ReplicatedPlacement(Placement):
 
     def host_inputs(self, held) -> np.ndarray:
         """The training inputs on the host (for a cached teacher's forward pass)."""
-        return held.images
+        return held.inputs
 
     def training_arrays(self, inputs, labels, what: str = "training data"):
         """`(inputs, labels)` on the mesh, every process having checked it holds the same."""
@@ -294,7 +294,7 @@ class ReplicatedPlacement(Placement):
 
     def held_arrays(self, held):
         """The training arrays of what `hold_training` kept, for `training_arrays`."""
-        return held.images, held.labels
+        return held.inputs, held.labels
 
     def epoch_order(self, seed: int, num_examples: int):
         """`epoch -> permutation` of the whole split, on device."""
@@ -313,7 +313,7 @@ class ReplicatedPlacement(Placement):
     def predict_training(self, predict_fn, params, model_state, held, *, batch_size: int,
                          widths_fn=None) -> jax.Array:
         """Logits of every held training input, placed like the training arrays."""
-        logits = self.predict(predict_fn, params, model_state, held.images,
+        logits = self.predict(predict_fn, params, model_state, held.inputs,
                               batch_size=batch_size, widths_fn=widths_fn)
         return put_replicated(jnp.asarray(logits), self.mesh)
 
@@ -346,7 +346,7 @@ class ShardedPlacement(Placement):
     name = "sharded"
 
     def hold_training(self, split, seed: int) -> TrainShards:
-        check_same_everywhere((split.images, split.labels), "training data")  # before the cut
+        check_same_everywhere((split.inputs, split.labels), "training data")  # before the cut
         shards = take_local_shards(split, self.mesh, seed)
         held = shards.shard_size * len(shards.shard_ids)
         print(f"[data] process {jax.process_index()} holds training shards "

@@ -113,7 +113,7 @@ def build_vision_task(cfg) -> Task:
 
     info = {"dataset": ds.name, "num_classes": ds.num_classes, "train_size": len(ds.train),
             "val_size": len(ds.val), "test_size": len(ds.test),
-            "image_shape": list(ds.train.images.shape[1:]),
+            "image_shape": list(ds.train.inputs.shape[1:]),
             "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
     return Task(name=ds.name, num_classes=ds.num_classes, train=ds.train, val=ds.val,
                 test=ds.test, augment=augment, preprocess=preprocess,
@@ -160,11 +160,11 @@ def build_text_task(cfg) -> Task:
 
     info = {"dataset": ds.name, "num_classes": ds.num_classes, "train_size": len(ds.train),
             "val_size": len(ds.val), "test_size": len(ds.test), "max_length": ds.max_length,
-            "train_width": int(ds.train.images.shape[1]), "vocab_size": ds.vocab_size}
+            "train_width": int(ds.train.inputs.shape[1]), "vocab_size": ds.vocab_size}
     if widths_fn is not None:
-        widths, counts = np.unique(widths_fn(ds.train.images), return_counts=True)
+        widths, counts = np.unique(widths_fn(ds.train.inputs), return_counts=True)
         info["train_buckets"] = {int(w): int(c) for w, c in zip(widths, counts)}
-    ood = {} if ds.ood_test is None else {"out_of_scope": ds.ood_test.images}
+    ood = {} if ds.ood_test is None else {"out_of_scope": ds.ood_test.inputs}
     if ood:
         info["ood_test_size"] = len(ds.ood_test)
     return Task(name=ds.name, num_classes=ds.num_classes, train=ds.train, val=ds.val,
