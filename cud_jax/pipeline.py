@@ -10,6 +10,12 @@ own checkpoints in the workdir:
     WORKDIR/checkpoints/teacher/   Orbax checkpoints of the teacher
     WORKDIR/checkpoints/student/   ... of the student (the teacher is not re-saved there)
     WORKDIR/report.json, report.md the evaluation report
+    WORKDIR/teacher_temperature.json  the teacher's temperature (teacher.calibration)
+    WORKDIR/LOCK                   held while the run uses the workdir (parallel.workdir_lock)
+
+The stages are plain: the config is validated, the data stage loads the task and places it
+(`place_data`: one `Placement` decides what this process holds), each training stage builds
+its state and step and runs the loop, and the evaluation stage writes the report.
 """
 
 from __future__ import annotations
