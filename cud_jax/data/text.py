@@ -42,7 +42,7 @@ import numpy as np
 from cud_jax.data._sources import (call_registered, check_count, is_registered,
                                    register_source, source_names)
 from cud_jax.data.containers import RawText, Split, TextData, TextSplit
-from cud_jax.data.text_files import load_banking77, load_clinc150
+from cud_jax.data.text_benchmarks import load_banking77, load_clinc150
 from cud_jax.data.text_hub import load_hf_text, load_tfds_text
 from cud_jax.data.tokenization import WordPieceTokenizer, load_tokenizer
 from cud_jax.data.vision import stratified_order

@@ -1,4 +1,4 @@
-"""Text sources read from local files: Banking77 and CLINC150 (registered in
+"""The benchmark text sources read from their official files: Banking77 and CLINC150
 `cud_jax.data.text`)."""
 
 from __future__ import annotations
