@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from cud_jax.errors import UserError
+
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_BIN = "pytorch_model.bin"
@@ -28,7 +30,7 @@ _HUB_PATTERNS = ("config.json", "*.safetensors", SAFETENSORS_INDEX, "vocab.txt",
                  "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(UserError, FileNotFoundError):
     """A checkpoint folder or Hub repository could not be found or read.
 
     The message names what was searched and how to supply it (a local folder with

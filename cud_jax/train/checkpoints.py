@@ -8,6 +8,7 @@ multi-host runs.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from typing import Any, Optional
@@ -15,9 +16,23 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from cud_jax.errors import UserError
 
-class ConfigMismatchError(ValueError):
+
+class ConfigMismatchError(UserError, ValueError):
     """A workdir holds a run whose config differs from the one given now."""
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """A checkpoint holds arrays of other shapes than the configured model and data."""
+
+
+class CheckpointNotFound(UserError, FileNotFoundError):
+    """A stage's checkpoint that the run needs (to evaluate, or as a teacher) is missing."""
+
+
+class CorruptCheckpointError(UserError, RuntimeError):
+    """No checkpoint of a directory can be read (truncated files, empty metadata, ...)."""
 
 
 def open_manager(directory: str, *, keep: int = 2, every_steps: int = 0
@@ -29,7 +44,10 @@ def open_manager(directory: str, *, keep: int = 2, every_steps: int = 0
     """
     del every_steps
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    # The handler is named up front so that `item_metadata` can read a checkpoint's stored
+    # shapes before restoring it (`restore_latest` tells a corrupt file from a mismatch).
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                 item_handlers=ocp.StandardCheckpointHandler())
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -37,16 +55,64 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
+
+
+def _shape_counts(tree: Any) -> collections.Counter:
+    return collections.Counter(tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)
+                               if hasattr(leaf, "shape"))
+
+
 def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[Any]:
-    """Restores the newest checkpoint into the structure, shapes and shardings of `template`.
+    """Restores the newest *intact* checkpoint into the structure and shardings of `template`.
+
+    A checkpoint whose files cannot be read (a truncated array file, an empty `_METADATA`,
+    as a full disk or a killed copy leaves them) is skipped with a warning naming it, and the
+    next older one is restored: Orbax keeps several (`keep`), so a damaged newest checkpoint
+    costs the steps since the one before, not the run.
 
     Returns None when the directory holds no checkpoint.
+
+    Raises:
+      CheckpointMismatchError: a readable checkpoint whose arrays have other shapes than
+        `template` (another model or class count): no older checkpoint would fit either.
+      CorruptCheckpointError: checkpoints exist but none can be read; names each one.
     """
-    step = manager.latest_step()
-    if step is None:
-        return None
+    directory = str(manager.directory)
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    unreadable = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        path = os.path.join(directory, str(step))
+        try:
+            stored = manager.item_metadata(step)
+            stored_shapes = _shape_counts(getattr(stored, "tree", stored))
+        except Exception as err:  # noqa: BLE001 - any read failure means "damaged"
+            unreadable.append((path, err))
+            continue
+        if stored_shapes != _shape_counts(abstract):
+            missing = sorted((_shape_counts(abstract) - stored_shapes).elements())[:3]
+            raise CheckpointMismatchError(
+                f"The checkpoint {path} holds arrays of other shapes than the configured "
+                f"model and data (e.g. none of shape {missing} it needs): it was made with "
+                "another model or number of classes.")
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as err:  # noqa: BLE001 - metadata read, arrays did not
+            unreadable.append((path, err))
+            continue
+        for bad, err in unreadable:
+            if jax.process_index() == 0:
+                print(f"Skipped the unreadable checkpoint {bad} ({_first_line(err)}); "
+                      f"resuming from step {step}.", flush=True)
+        return restored
+    if unreadable:
+        listed = "; ".join(f"{path} ({_first_line(err)})" for path, err in unreadable)
+        raise CorruptCheckpointError(
+            f"No checkpoint in {directory} can be read: {listed}. Delete the damaged step "
+            f"folders (or all of {directory} to retrain this stage from scratch) and rerun.")
+    return None
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:

@@ -136,13 +136,12 @@ def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) 
     manager = checkpoints.open_manager(directory)
     try:
         restored = checkpoints.restore_latest(manager, template)
-    except ValueError as err:  # shapes differ: another model or class count
-        raise ValueError(f"The {what} checkpoint in {directory} does not fit the configured "
-                         f"model and data ({err}). {fix}") from err
+    except checkpoints.CheckpointMismatchError as err:  # another model or class count
+        raise checkpoints.CheckpointMismatchError(f"{what}: {err} {fix}") from err
     finally:
         manager.close()
     if restored is None:
-        raise FileNotFoundError(f"No {what} checkpoint in {directory}. {fix}")
+        raise checkpoints.CheckpointNotFound(f"No {what} checkpoint in {directory}. {fix}")
     return restored
 
 

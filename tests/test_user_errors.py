@@ -1,0 +1,122 @@
+"""User mistakes fail with one line naming the fix, and damaged checkpoints lose no work.
+
+Rows of issue 14's table: a misspelled config field, a workdir that is a file, a corrupt
+newest checkpoint (empty `_METADATA`, truncated array file), a checkpoint of another model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cud_jax.errors import UserError
+from cud_jax.main import user_error_message
+from cud_jax.train import checkpoints
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _state(offset):
+    return {"w": jnp.arange(64.0) + offset, "b": jnp.full((3, 3), float(offset))}
+
+
+def _two_checkpoints(directory):
+    manager = checkpoints.open_manager(str(directory), keep=3)
+    for step in (10, 20):
+        checkpoints.save(manager, step, _state(step))
+    manager.wait_until_finished()
+    manager.close()
+
+
+def _restore(directory, template=None):
+    manager = checkpoints.open_manager(str(directory), keep=3)
+    try:
+        return checkpoints.restore_latest(manager, _state(0) if template is None else template)
+    finally:
+        manager.close()
+
+
+def _files(step_dir):
+    return [os.path.join(root, f) for root, _, files in os.walk(step_dir) for f in files]
+
+
+def _truncate_arrays(step_dir):
+    for path in _files(step_dir):
+        if f"{os.sep}d{os.sep}" in path and os.path.getsize(path) > 64:
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+
+
+def _empty_metadata(step_dir):
+    for path in _files(step_dir):
+        if os.path.basename(path) == "_METADATA":
+            open(path, "w").close()
+
+
+@pytest.mark.parametrize("damage", [_empty_metadata, _truncate_arrays],
+                         ids=["empty_metadata", "truncated_array_file"])
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_older_intact_one(tmp_path, damage,
+                                                                        capsys):
+    _two_checkpoints(tmp_path)
+    damage(tmp_path / "20")
+    restored = _restore(tmp_path)
+    np.testing.assert_array_equal(restored["w"], np.asarray(_state(10)["w"]))
+    out = capsys.readouterr().out
+    assert str(tmp_path / "20") in out and "resuming from step 10" in out
+
+
+def test_no_readable_checkpoint_names_each_damaged_one(tmp_path):
+    _two_checkpoints(tmp_path)
+    for step in ("10", "20"):
+        _empty_metadata(tmp_path / step)
+    with pytest.raises(checkpoints.CorruptCheckpointError) as err:
+        _restore(tmp_path)
+    assert str(tmp_path / "10") in str(err.value) and str(tmp_path / "20") in str(err.value)
+    assert isinstance(err.value, UserError)
+
+
+def test_a_checkpoint_of_another_model_is_a_mismatch_not_corruption(tmp_path):
+    _two_checkpoints(tmp_path)
+    other = {"w": jnp.zeros(10), "b": jnp.zeros((3, 3))}
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="other shapes"):
+        _restore(tmp_path, other)
+
+
+def test_os_errors_of_the_users_paths_are_one_line_and_bugs_are_not():
+    assert "No space left" in user_error_message(OSError(28, "No space left on device",
+                                                         "/w/ckpt"))
+    assert user_error_message(ZeroDivisionError("bug")) is None
+    assert user_error_message(checkpoints.ConfigMismatchError("differs")) == "differs"
+
+
+def _main(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "cud_jax.main",
+                           "--config=configs/quickstart.py", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_misspelled_field_is_one_line_naming_the_field(tmp_path):
+    result = _main(f"--workdir={tmp_path}", "--config.student.methd=kd")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [lines[-1]] and "--config.student.methd" in lines[-1]
+    assert '"method"' in lines[-1]
+    assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_a_workdir_that_is_a_file_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    workdir = tmp_path / "a_file"
+    workdir.write_text("not a folder")
+    result = _main(f"--workdir={workdir}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and str(workdir) in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    debug = _main(f"--workdir={workdir}", env={"CUD_JAX_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
