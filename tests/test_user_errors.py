@@ -120,3 +120,55 @@ def test_a_workdir_that_is_a_file_is_one_line_and_debug_shows_the_traceback(tmp_
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     debug = _main(f"--workdir={workdir}", env={"CUD_JAX_DEBUG": "1"})
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def _quickstart():
+    from configs import quickstart
+
+    return quickstart.get_config()
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("student.method", "foo", "student.method='foo'"),
+    ("teacher.epochs", -1.0, "teacher.epochs=-1.0: must be > 0"),
+    ("teacher.lr", float("nan"), "teacher.lr=nan: must be finite"),
+    ("student.batch_size", 60, "student.batch_size=60: not divisible by the 8 devices"),
+    ("teacher.batch_size", 0, "teacher.batch_size=0: must be >= 1"),
+    ("data.data_dir", "/no/such/folder", "data.data_dir='/no/such/folder'"),
+    ("teacher.dtype", "float64", "teacher.dtype='float64'"),
+])
+def test_bad_values_fail_before_the_workdir_is_written(tmp_path, field, value, named):
+    from cud_jax.config_check import ConfigError
+    from cud_jax.train import pipeline
+
+    config = _quickstart()
+    section, name = field.split(".")
+    config[section][name] = value
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError) as err:
+        pipeline.run(config, str(workdir))
+    assert named in str(err.value)
+    assert not workdir.exists()  # nothing written: the corrected rerun is not refused
+
+
+def test_every_problem_is_listed_at_once():
+    from cud_jax.config_check import config_problems
+
+    config = _quickstart()
+    config.student.method, config.teacher.epochs = "foo", 0.0
+    problems = config_problems(config, num_devices=1)
+    assert len(problems) == 2 and any("student.method" in p for p in problems)
+    assert config_problems(_quickstart(), num_devices=8) == []
+
+
+def test_the_workdir_guard_lets_paths_change_but_not_the_recipe(tmp_path):
+    path = str(tmp_path / "config.json")
+    config = {"data": {"data_dir": "/old/place", "name": "cifar10"},
+              "teacher": {"checkpoint": None, "lr": 0.05}, "eval": {"ood_sets": ""}}
+    checkpoints.check_or_write_config(path, config)
+    moved = {"data": {"data_dir": "/new/place", "name": "cifar10"},
+             "teacher": {"checkpoint": "/elsewhere", "lr": 0.05}, "eval": {"ood_sets": "x"}}
+    checkpoints.check_or_write_config(path, moved)  # paths and evaluation may change
+    changed = {**moved, "teacher": {"checkpoint": None, "lr": 0.1}}
+    with pytest.raises(checkpoints.ConfigMismatchError, match="teacher.lr"):
+        checkpoints.check_or_write_config(path, changed)

@@ -130,7 +130,8 @@ LEGACY_VALUES = {"data.placement": "replicated", "data.length_buckets": []}
 
 
 def check_or_write_config(path: str, config_dict: dict, *,
-                          ignore=("stage", "eval", "log_every", "distributed", "parallel")
+                          ignore=("stage", "eval", "log_every", "distributed", "parallel",
+                                  "data.data_dir", "teacher.checkpoint", "student.checkpoint")
                           ) -> None:
     """Writes the resolved config to `path`, or checks it against the one already there.
 
@@ -142,7 +143,9 @@ def check_or_write_config(path: str, config_dict: dict, *,
         finished run can be re-evaluated with more corruptions or OOD sets), the
         process layout (a run may resume with another number of processes) and the device
         layout of the state (`parallel`: checkpoints restore into any layout, so a run made
-        before the block existed, or with another `param_sharding`, resumes).
+        before the block existed, or with another `param_sharding`, resumes). Dotted
+        entries name single fields: the paths to the data and to checkpoints trained
+        elsewhere, which may move between invocations without changing the recipe.
 
     Raises:
       ConfigMismatchError: naming each field whose value differs.
@@ -156,7 +159,7 @@ def check_or_write_config(path: str, config_dict: dict, *,
             return old.get(key, LEGACY_VALUES.get(key, "<absent>"))
 
         def differs(key: str) -> bool:
-            if key.split(".")[0] in ignore:
+            if any(key == field or key.startswith(field + ".") for field in ignore):
                 return False
             if key not in old and new[key] is None:
                 return False  # an optional field added since the run was made, left unset

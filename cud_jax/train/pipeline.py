@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cud_jax.config_check import check_config
 from cud_jax.data import Split
 from cud_jax.train import (checkpoints, distributed, evaluate, objectives, optim, preemption,
                            report, steps)
@@ -39,7 +40,6 @@ from cud_jax.train.state import TrainState, create_train_state, split_model
 from cud_jax.train.tasks import Task, build_task, num_steps, train_widths
 from cud_jax.train.writers import MetricWriter
 
-STAGES = ("teacher", "student", "eval", "all")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -261,15 +261,15 @@ def run(config, workdir: str) -> dict:
     mesh spans all their devices. On SIGTERM the training stage in progress saves a
     checkpoint and raises `preemption.Preempted` (see `cud_jax.train.preemption`).
     """
-    if config.stage not in STAGES:
-        raise ValueError(f"Unknown stage {config.stage!r}; valid values: {', '.join(STAGES)}.")
     check_param_sharding(*_param_layout(config))
     distributed.initialize(config.get("distributed"))  # before JAX computes anything
+    # Fail before work: the whole config, then the data, before the workdir is written.
+    check_config(config, num_devices=jax.device_count())
+    task = build_task(config.data)
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh()
     distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
-    task = place_eval_data(config, place_training_data(config, build_task(config.data), mesh),
-                           mesh)
+    task = place_eval_data(config, place_training_data(config, task, mesh), mesh)
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"
