@@ -172,3 +172,18 @@ def test_the_workdir_guard_lets_paths_change_but_not_the_recipe(tmp_path):
     changed = {**moved, "teacher": {"checkpoint": None, "lr": 0.1}}
     with pytest.raises(checkpoints.ConfigMismatchError, match="teacher.lr"):
         checkpoints.check_or_write_config(path, changed)
+
+
+def test_sigterm_during_evaluation_stops_with_the_preemption_exit(tmp_path):
+    import signal
+    import time
+
+    from cud_jax.train import preemption
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(preemption.EvaluationStopped, match="Rerun the same command") as err:
+        with preemption.stop_evaluation_on_sigterm(str(tmp_path)):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # interrupted at once
+    assert isinstance(err.value, preemption.Preempted)  # main exits 75 for it, as in training
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -55,6 +55,14 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
+def latest_step(directory: str) -> Optional[int]:
+    """The newest checkpoint step saved in `directory` (no restore), or None."""
+    if not os.path.isdir(directory):
+        return None
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()]
+    return max(steps) if steps else None
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200] if text else ''}"

@@ -288,5 +288,12 @@ def run(config, workdir: str) -> dict:
                                          teacher if needs_teacher else None)
     if stage not in ("eval", "all"):
         return {}
-    return report.evaluate_run(config, workdir, task, mesh, teacher=teacher, student=student,
-                               load=lambda name: load_trained(name, config, workdir, task, mesh))
+    finished = report.up_to_date_report(config, workdir)
+    if finished is not None:
+        print(f"The report in {workdir} is up to date (same evaluation settings, newest "
+              "checkpoints): evaluation skipped. Delete report.json to redo it.", flush=True)
+        return finished
+    with preemption.stop_evaluation_on_sigterm(workdir):
+        return report.evaluate_run(
+            config, workdir, task, mesh, teacher=teacher, student=student,
+            load=lambda name: load_trained(name, config, workdir, task, mesh))
