@@ -187,3 +187,15 @@ def test_sigterm_during_evaluation_stops_with_the_preemption_exit(tmp_path):
             time.sleep(10)  # interrupted at once
     assert isinstance(err.value, preemption.Preempted)  # main exits 75 for it, as in training
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from cud_jax.data import _cache_files
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_cache_files.np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        _cache_files.save_npz_atomically(str(tmp_path / "cache.npz"), x=np.zeros(3))
+    assert os.listdir(tmp_path) == []
