@@ -49,7 +49,7 @@ def _debug_requested(argv=()) -> bool:
 def user_error_message(err: BaseException) -> str | None:
     """The one line to print for a user error, or None when `err` is a bug (re-raised)."""
     if isinstance(err, UserError):
-        return str(err)
+        return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
     if isinstance(err, OSError) and err.errno in _USER_OS_ERRORS:
         where = f" ({err.filename})" if err.filename else ""
         hint = {errno.ENOSPC: "free some space or choose another --workdir",
@@ -60,8 +60,11 @@ def user_error_message(err: BaseException) -> str | None:
     return None
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, *, disk_full: bool = False) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
+    if disk_full:  # exit hooks (TensorBoard's writer) would fail to flush and print more
+        sys.stdout.flush()
+        os._exit(EXIT_USER_ERROR)
     sys.exit(EXIT_USER_ERROR)
 
 
@@ -103,7 +106,7 @@ def main(argv) -> None:
         message = user_error_message(err)
         if message is None or _DEBUG.value or _debug_requested():
             raise
-        _fail(message)
+        _fail(message, disk_full=getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT))
     if report:
         print(f"Report written to {os.path.join(_WORKDIR.value, 'report.md')}")
 

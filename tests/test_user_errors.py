@@ -199,3 +199,21 @@ def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         _cache_files.save_npz_atomically(str(tmp_path / "cache.npz"), x=np.zeros(3))
     assert os.listdir(tmp_path) == []
+
+
+def test_too_little_disk_for_a_checkpoint_fails_before_writing_it(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    manager = checkpoints.open_manager(str(tmp_path), keep=3)
+    checkpoints.save(manager, 10, _state(10))
+    manager.wait_until_finished()
+    usage = shutil.disk_usage(str(tmp_path))
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage",
+                        lambda path: usage._replace(free=1000))
+    with pytest.raises(checkpoints.DiskFullError) as err:
+        checkpoints.save(manager, 20, _state(20))
+    manager.close()
+    assert err.value.errno == errno.ENOSPC and "resume from step 10" in str(err.value)
+    assert user_error_message(err.value).startswith("not enough disk space for the step 20")
+    assert sorted(os.listdir(tmp_path)) == ["10"]  # nothing half-written

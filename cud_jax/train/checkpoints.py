@@ -9,8 +9,10 @@ multi-host runs.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
+import shutil
 from typing import Any, Optional
 
 import jax
@@ -50,8 +52,34 @@ def open_manager(directory: str, *, keep: int = 2, every_steps: int = 0
                                  item_handlers=ocp.StandardCheckpointHandler())
 
 
+class DiskFullError(UserError, OSError):
+    """Too little free disk space for the next checkpoint (checked before writing it)."""
+
+
+# Room kept free beyond a checkpoint's arrays: Orbax's metadata and the file system's own.
+_SAVE_MARGIN_BYTES = 1 << 20
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-    """Saves `state` at `step` (asynchronously; `manager.wait_until_finished()` to block)."""
+    """Saves `state` at `step` (asynchronously; `manager.wait_until_finished()` to block).
+
+    Raises:
+      DiskFullError: before writing anything, when the disk holds less free space than the
+        checkpoint needs: Orbax's writer threads would otherwise fail half-way and fill the
+        terminal with their tracebacks. The older checkpoints stay intact.
+    """
+    directory = str(manager.directory)
+    needed = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree_util.tree_leaves(state))
+    free = shutil.disk_usage(directory).free
+    if free < needed + _SAVE_MARGIN_BYTES:
+        kept = manager.latest_step()
+        resume = (f"rerun the same command to resume from step {kept}" if kept is not None
+                  else "rerun the same command")
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"not enough disk space for the step {step} checkpoint in {directory} (it needs "
+            f"about {(needed + _SAVE_MARGIN_BYTES) / 2**20:.0f} MiB, {free / 2**20:.0f} MiB "
+            f"are free): free some space or move the workdir, then {resume}")
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
