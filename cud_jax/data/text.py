@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -114,7 +115,11 @@ _DEFAULT_CARVE = 1000  # val_size default for sources without an official valida
 
 
 def register_text_source(name: str, source: TextSource, *, overwrite: bool = False) -> None:
-    """Makes `load_text(name, ...)` call `source(data_dir, **source_kwargs) -> RawText`."""
+    """Makes `load_text(name, ...)` call `source(data_dir, **source_kwargs) -> RawText`.
+
+    A name ending in ":" registers a prefix: `load_text(name + ARG)` then calls
+    `source(ARG, data_dir, **source_kwargs)` (e.g. "csv:" with ARG a path).
+    """
     if name.startswith(("hf:", "tfds:")):
         raise ValueError("names starting with 'hf:' or 'tfds:' are reserved.")
     if name in _SOURCES and not overwrite:
@@ -370,7 +375,8 @@ def load_text(name: str, *, tokenizer: str | os.PathLike | WordPieceTokenizer,
     """Loads and tokenises a text classification data set.
 
     Args:
-      name: "banking77", "clinc150", "hf:<dataset>", "tfds:<name>", or a name added with
+      name: "banking77", "clinc150", "massive", "trec", "csv:<path>", "jsonl:<path>"
+        (`cud_jax.data.text_files`), "hf:<dataset>", "tfds:<name>", or a name added with
         `register_text_source`.
       tokenizer: the checkpoint folder (its tokenizer.json / vocab.txt), a tokenizer.json or
         vocab.txt file, or a `WordPieceTokenizer`. Use the vocabulary of the model that will
@@ -400,6 +406,10 @@ def load_text(name: str, *, tokenizer: str | os.PathLike | WordPieceTokenizer,
         raw = load_tfds_text(name[5:], data_dir, **source_kwargs)
     elif name in _SOURCES:
         raw = _call_source(name, _SOURCES[name], data_dir, source_kwargs)
+    elif name.partition(":")[0] + ":" in _SOURCES and name.partition(":")[2]:  # csv:PATH
+        prefix, _, arg = name.partition(":")
+        raw = _call_source(name, functools.partial(_SOURCES[prefix + ":"], arg), data_dir,
+                           source_kwargs)
     else:
         raise ValueError(f"unknown text data set {name!r}; choose one of {list(text_sources())}"
                          " or 'hf:<dataset>' / 'tfds:<name>' (e.g. 'hf:trec').")

