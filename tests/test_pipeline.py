@@ -98,3 +98,20 @@ def test_eval_stage_on_checkpoints_given_by_path(workdir, tmp_path):
     for name in ("teacher", "student"):
         assert report["models"][name]["clean"]["accuracy"] == pytest.approx(
             original["models"][name]["clean"]["accuracy"])
+
+
+def test_rerun_of_a_finished_run_reads_its_report_back(workdir, capsys):
+    config = _load_quickstart()
+    config.stage = "eval"
+    config.eval.corruptions = ""  # an evaluation setting: this first call re-evaluates
+    first = pipeline.run(config, workdir)
+    path = os.path.join(workdir, "report.json")
+    written = os.path.getmtime(path)
+    capsys.readouterr()
+    again = pipeline.run(config, workdir)
+    assert "up to date" in capsys.readouterr().out
+    assert os.path.getmtime(path) == written
+    assert again["models"]["student"]["clean"] == first["models"]["student"]["clean"]
+    config.eval.num_bins = 10  # another evaluation setting: evaluated anew
+    assert pipeline.run(config, workdir)["eval_config"]["num_bins"] == 10
+    assert os.path.getmtime(path) > written

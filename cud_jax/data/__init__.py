@@ -61,3 +61,6 @@ from cud_jax.data.text import (  # noqa: E402
     text_sources,
 )
 from cud_jax.data.tokenization import WordPieceTokenizer, load_tokenizer, pad_ids  # noqa: E402
+# Own CSV / JSONL files (csv:PATH, jsonl:PATH) and the local massive / trec copies; importing
+# the module registers them.
+from cud_jax.data.text_files import load_text_table  # noqa: E402

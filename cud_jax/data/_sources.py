@@ -3,6 +3,7 @@ and the check of the size arguments every loader takes."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -43,7 +44,11 @@ _LOADERS = {"vision": "load_vision", "text": "load_text"}
 
 def register_source(kind: str, name: str, source: Callable, *, overwrite: bool = False
                     ) -> None:
-    """Makes `load_<kind>(name, ...)` call `source(data_dir, **source_kwargs)`."""
+    """Makes `load_<kind>(name, ...)` call `source(data_dir, **source_kwargs)`.
+
+    A name ending in ":" registers a prefix: `load_<kind>(name + ARG)` then calls
+    `source(ARG, data_dir, **source_kwargs)` (e.g. "csv:" with ARG a path).
+    """
     if name.startswith(_RESERVED[kind]):
         raise ValueError(f"names starting with {' or '.join(map(repr, _RESERVED[kind]))} are "
                          "reserved.")
@@ -57,10 +62,22 @@ def source_names(kind: str) -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY[kind]))
 
 
+def _lookup(kind: str, name: str) -> Callable | None:
+    """The source for `name`: registered by that name, or by its prefix (`csv:` for
+    `csv:PATH`, the rest of the name bound as the source's first argument)."""
+    if name in _REGISTRY[kind]:
+        return _REGISTRY[kind][name]
+    prefix, sep, arg = name.partition(":")
+    if sep and arg and prefix + sep in _REGISTRY[kind]:
+        return functools.partial(_REGISTRY[kind][prefix + sep], arg)
+    return None
+
+
 def is_registered(kind: str, name: str) -> bool:
-    return name in _REGISTRY[kind]
+    """Whether `load_<kind>(name)` finds a registered source (by name or prefix)."""
+    return _lookup(kind, name) is not None
 
 
 def call_registered(kind: str, name: str, data_dir, kwargs: dict) -> Any:
-    """Calls the registered source `name` of `kind` with checked options (`call_source`)."""
-    return call_source(_LOADERS[kind], name, _REGISTRY[kind][name], data_dir, kwargs)
+    """Calls the registered source for `name` with checked options (`call_source`)."""
+    return call_source(_LOADERS[kind], name, _lookup(kind, name), data_dir, kwargs)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from cud_jax.errors import UserError
 
-class DataNotFoundError(FileNotFoundError):
+
+class DataNotFoundError(UserError, FileNotFoundError):
     """Data set files are missing or not prepared.
 
     The message names the path that was searched and the file to put there or the command

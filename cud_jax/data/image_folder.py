@@ -25,6 +25,7 @@ import zipfile
 
 import numpy as np
 
+from cud_jax.data._cache_files import save_npz_atomically
 from cud_jax.data.containers import RawVision, make_split
 from cud_jax.data.errors import DataNotFoundError
 
@@ -292,11 +293,10 @@ def load_image_folder(data_dir: str | None = None, *, path: str | None = None,
 
     if cache_file is not None:
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = cache_file + f".tmp{os.getpid()}.npz"  # write then rename: no half-written cache
-        np.savez(tmp, train_images=raw.train.inputs, train_labels=raw.train.labels,
-                 test_images=raw.test.inputs, test_labels=raw.test.labels,
-                 class_names=np.asarray(class_names, dtype=str))
-        os.replace(tmp, cache_file)
+        save_npz_atomically(cache_file, train_images=raw.train.inputs,
+                            train_labels=raw.train.labels, test_images=raw.test.inputs,
+                            test_labels=raw.test.labels,
+                            class_names=np.asarray(class_names, dtype=str))
     return raw
 
 

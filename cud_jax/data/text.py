@@ -53,7 +53,11 @@ _DEFAULT_CARVE = 1000  # val_size default for sources without an official valida
 
 
 def register_text_source(name: str, source: TextSource, *, overwrite: bool = False) -> None:
-    """Makes `load_text(name, ...)` call `source(data_dir, **source_kwargs) -> RawText`."""
+    """Makes `load_text(name, ...)` call `source(data_dir, **source_kwargs) -> RawText`.
+
+    A name ending in ":" registers a prefix: `load_text(name + ARG)` then calls
+    `source(ARG, data_dir, **source_kwargs)` (e.g. "csv:" with ARG a path).
+    """
     register_source("text", name, source, overwrite=overwrite)
 
 
@@ -89,7 +93,8 @@ def load_text(name: str, *, tokenizer: str | os.PathLike | WordPieceTokenizer,
     """Loads and tokenises a text classification data set.
 
     Args:
-      name: "banking77", "clinc150", "hf:<dataset>", "tfds:<name>", or a name added with
+      name: "banking77", "clinc150", "massive", "trec", "csv:<path>", "jsonl:<path>"
+        (`cud_jax.data.text_files`), "hf:<dataset>", "tfds:<name>", or a name added with
         `register_text_source`.
       tokenizer: the checkpoint folder (its tokenizer.json / vocab.txt), a tokenizer.json or
         vocab.txt file, or a `WordPieceTokenizer`. Use the vocabulary of the model that will

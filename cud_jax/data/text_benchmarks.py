@@ -1,5 +1,5 @@
 """The benchmark text sources read from their official files: Banking77 and CLINC150
-`cud_jax.data.text`)."""
+(registered in `cud_jax.data.text`)."""
 
 from __future__ import annotations
 

@@ -72,6 +72,32 @@ def shift_subset(test, ev) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def up_to_date_report(config, workdir: str) -> Optional[dict]:
+    """The finished report of `workdir` when re-evaluating would reproduce it, else None.
+
+    It is up to date when it was made with the same evaluation settings and from the
+    newest checkpoint of every model it reports (the recipe itself is guarded by
+    config.json). Evaluation is most of a finished run's rerun time, so it is read back.
+    """
+    from cud_jax.train import checkpoints
+
+    path = os.path.join(workdir, "report.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            report = json.load(f)
+        except json.JSONDecodeError:  # a damaged report is simply made again
+            return None
+    if report.get("eval_config") != json.loads(json.dumps(config.eval.to_dict())):
+        return None
+    for name, entry in report.get("models", {}).items():
+        directory = config[name].checkpoint or os.path.join(workdir, "checkpoints", name)
+        if checkpoints.latest_step(directory) != entry.get("step"):
+            return None
+    return report
+
+
 def _models_to_report(config, teacher, student, load) -> dict:
     """The trained models by name: those given, else loaded (missing ones skipped)."""
     trained = {"teacher": teacher, "student": student}

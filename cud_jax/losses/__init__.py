@@ -3,7 +3,12 @@
 Teacher objectives, target corrections and student objectives of PAPER.md. Every function
 accepts any leading batch shape, works under `jax.jit` and `jax.vmap`, computes in float32 or
 wider, and returns one value (or one distribution) per example: the caller reduces.
+
+Eager calls validate values (labels in range, probabilities on the simplex, temperature > 0);
+under `jit` only shapes and dtypes are checked, unless the function is wrapped with
+`checked`, which compiles the value checks in with `jax.experimental.checkify`.
 """
+from cud_jax.losses.checks import checked
 
 from cud_jax.losses.classification import (
     cross_entropy,

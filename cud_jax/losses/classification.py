@@ -88,6 +88,9 @@ def entropy(logits) -> jax.Array:
 
 
 def probs_entropy(probs) -> jax.Array:
-    """Shannon entropy of probability vectors (not logits), per example; 0 log 0 = 0."""
-    probs = _validate.class_array(probs, "probs")
+    """Shannon entropy of probability vectors (not logits), per example; 0 log 0 = 0.
+
+    Eager calls check that every row lies on the simplex (not under `jit`).
+    """
+    probs = _validate.prob_array(probs, "probs")
     return -jnp.sum(jax.scipy.special.xlogy(probs, probs), axis=-1)

@@ -15,25 +15,29 @@ import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
 from cud_jax.losses import _validate
-from cud_jax.losses.targets import CorrectedTargets, corrected_targets
+from cud_jax.losses.targets import CorrectedTargets, check_correction, correct
 
-
-def _check_temperature(temperature) -> None:
-    if isinstance(temperature, (int, float)) and temperature <= 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+_check_temperature = _validate.check_temperature
 
 
 def temper_probs(probs: jax.Array, temperature) -> jax.Array:
     """softmax(log probs / T), exact zeros kept at zero."""
+    _check_temperature(temperature)
     log_probs = jnp.where(probs > 0, jnp.log(jnp.where(probs > 0, probs, 1.0)), -jnp.inf)
     return jax.nn.softmax(log_probs / temperature, axis=-1)
 
 
 def _student_and_targets(student_logits, teacher_probs, min_classes=1):
+    """Validated (student logits, teacher probabilities without gradient).
+
+    The teacher rows must lie on the simplex: checked on eager calls (teacher logits passed
+    by mistake fail with "pass softmax(logits)"), not under `jit` unless in `checked` mode.
+    """
     student_logits = _validate.class_array(student_logits, "student_logits",
                                            min_classes=min_classes)
-    teacher_probs = _validate.class_array(teacher_probs, "teacher_probs")
-    _validate.same_shape(student_logits, teacher_probs, "student_logits", "teacher_probs")
+    _validate.same_shape(student_logits, _validate.class_array(teacher_probs, "teacher_probs"),
+                         "student_logits", "teacher_probs")
+    teacher_probs = _validate.prob_array(teacher_probs, "teacher_probs")
     return student_logits, jax.lax.stop_gradient(teacher_probs)
 
 
@@ -42,11 +46,22 @@ def kd_loss(student_logits, teacher_probs, *, temperature) -> jax.Array:
 
     Args:
       student_logits: `[..., K]` student logits.
-      teacher_probs: `[..., K]` teacher (or corrected) probabilities at temperature 1.
+      teacher_probs: `[..., K]` teacher (or corrected) probabilities at temperature 1, NOT
+        logits: pass softmax(teacher_logits).
       temperature: distillation temperature T > 0.
+
+    Eager calls check that every teacher row lies on the simplex and that a scalar
+    temperature is > 0; under `jit` (the trainer's step) these value checks are skipped,
+    so a traced caller must guarantee them or wrap the function with
+    `cud_jax.losses.checked`.
     """
     _check_temperature(temperature)
     student_logits, teacher_probs = _student_and_targets(student_logits, teacher_probs)
+    return _kd(student_logits, teacher_probs, temperature)
+
+
+def _kd(student_logits, teacher_probs, temperature):
+    """kd_loss on validated inputs."""
     targets = temper_probs(teacher_probs, temperature)
     log_student = jax.nn.log_softmax(student_logits / temperature, axis=-1)
     kl = jnp.sum(xlogy(targets, targets) - targets * log_student, axis=-1)
@@ -129,11 +144,12 @@ def cud_student_loss(student_logits, teacher_probs, labels, *, temperature, lam_
     Returns:
       `[...]` losses, or `(losses, StudentTerms)` with `return_terms`.
     """
+    _check_temperature(temperature)
     student_logits, teacher_probs = _student_and_targets(student_logits, teacher_probs)
     labels = _validate.label_array(labels, student_logits, allow_unlabeled=True)
-    targets = corrected_targets(teacher_probs, labels, correction=correction, eta=eta,
-                                margin=margin)
-    kd = kd_loss(student_logits, targets.probs, temperature=temperature)
+    check_correction(correction)
+    targets = correct(teacher_probs, labels, correction, eta, margin)
+    kd = _kd(student_logits, targets.probs, temperature)
     log_p_y = _validate.take_label(jax.nn.log_softmax(student_logits, axis=-1), labels)
     ce = jnp.where(labels >= 0, -log_p_y, 0.0)
     loss = lam_kd * kd + lam_ce * ce

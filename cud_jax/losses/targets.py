@@ -20,10 +20,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cud_jax.losses import _validate
 from cud_jax.losses.projections import kl_projection
 from cud_jax.losses.simplex_box import project_simplex_box
-from cud_jax.losses.wclip import WClipStats, fired_delta
+from cud_jax.losses.wclip import WClipStats, checked_inputs, fired_delta
 
 CORRECTIONS = ("none", "wclip", "kl_wrong", "euclid_wrong")
 
@@ -47,15 +46,18 @@ def corrected_targets(probs, labels, *, correction: str = "wclip", eta: float = 
     """The corrected targets of `probs` and their statistics (all leading axes pooled).
 
     Args:
-      probs: `[..., K]` teacher probabilities at temperature 1.
+      probs: `[..., K]` teacher probabilities at temperature 1 (checked as in `wclip`).
       labels: `[...]` integer labels; negative for unlabeled rows (returned unchanged).
       correction: one of CORRECTIONS.
       eta, margin: W-Clip's budget (`wclip_delta`); every correction moves this much mass
         off the wrong top class.
     """
     check_correction(correction)
-    probs = _validate.class_array(probs, "probs")
-    labels = _validate.label_array(labels, probs, allow_unlabeled=True)
+    return correct(*checked_inputs(probs, labels), correction, eta, margin)
+
+
+def correct(probs, labels, correction: str, eta: float, margin: float) -> CorrectedTargets:
+    """`corrected_targets` of inputs already checked (`wclip.checked_inputs`)."""
     delta, p_top, top, fires = fired_delta(probs, labels, eta=eta, margin=margin)
     labeled = labels >= 0
     n_labeled = jnp.maximum(jnp.sum(labeled), 1)

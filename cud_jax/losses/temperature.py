@@ -64,6 +64,11 @@ def fit_temperature(logits, labels, *, mask=None, num_steps: int = 60) -> jax.Ar
 
 
 def temperature_scale(logits, temperature) -> jax.Array:
-    """Logits divided by the temperature (softmax of the result is the calibrated output)."""
+    """Logits divided by the temperature (softmax of the result is the calibrated output).
+
+    A concrete scalar temperature must be > 0 (checked eagerly; under `jit` only in
+    `cud_jax.losses.checked` mode).
+    """
+    _validate.check_temperature(temperature)
     logits = _validate.class_array(logits, "logits")
     return logits / temperature

@@ -11,6 +11,7 @@
   and `ScoreCollector` (host buffer for the metrics that need every score).
 """
 
+from cud_jax.losses.checks import checked  # runtime value checks under jit, as for losses
 from cud_jax.metrics.calibration import (
     ReliabilityDiagram,
     adaptive_ece,

@@ -136,7 +136,11 @@ def classwise_ece_from_sums(count, prob_sum, hits, xp=jnp):
 
 
 def validated(probs, labels):
-    """(probs, labels) checked and converted: `[..., K]` float, `[...]` int32."""
-    probs = _validate.class_array(probs, "probs")
+    """(probs, labels) checked and converted: `[..., K]` float, `[...]` int32.
+
+    On eager calls the rows must lie on the simplex and the labels in [0, K); under `jit`
+    only shapes and dtypes are checked (see `cud_jax.losses.checked` for runtime checks).
+    """
+    probs = _validate.prob_array(probs, "probs")
     labels = _validate.label_array(labels, probs)
     return probs, labels

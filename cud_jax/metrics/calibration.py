@@ -7,6 +7,11 @@ and returns a scalar (or per-bin arrays). All of them are jnp code that works un
 examples at all the metrics are NaN (0 / 0), never an error, so a fully padded evaluation
 shard does not crash a run.
 
+Eager calls validate values: every probability row on the simplex (finite, entries in
+[0, 1], sum 1 within 1e-3; logits fail with "pass softmax(logits)") and labels in [0, K).
+Under `jit` these checks cannot run (an out-of-range label there silently counts as wrong);
+`cud_jax.losses.checked(fn, static_argnames="num_bins")` turns them into runtime errors.
+
 Equal-width binning (`ece`, `mce`, `classwise_ece`, `reliability_diagram`) follows the
 robustness_metrics convention: a value v goes to bin floor(num_bins * v), clipped to the last
 bin, i.e. bins are [b / B, (b + 1) / B) and v = 1.0 lies in the last bin. For streaming

@@ -3,6 +3,11 @@
 Every function takes a `[..., K]` array with the class axis last and any leading batch shape,
 returns one value per example (the caller reduces, e.g. with a mask for padded batches), runs
 in float32 or wider and works under `jax.jit` and `jax.vmap`.
+
+Eager calls check values: labels in [0, K), and for `nll` / `brier` probability rows on the
+simplex (logits fail with "pass softmax(logits)"). Under `jit` those value checks cannot
+run (XLA cannot raise without a device round trip); `cud_jax.losses.checked` makes them
+runtime errors when wanted.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def nll(probs, labels, *, floor: float = NLL_FLOOR) -> jax.Array:
     """
     if not floor > 0:
         raise ValueError(f"`floor` must be > 0, got {floor}.")
-    probs = _validate.class_array(probs, "probs")
+    probs = _validate.prob_array(probs, "probs")
     labels = _validate.label_array(labels, probs)
     return _nll(probs, labels, floor)
 
@@ -90,7 +95,7 @@ def brier(probs, labels) -> jax.Array:
       probs: `[..., K]` probabilities.
       labels: `[...]` integer class indices.
     """
-    probs = _validate.class_array(probs, "probs")
+    probs = _validate.prob_array(probs, "probs")
     labels = _validate.label_array(labels, probs)
     return _brier(probs, labels)
 

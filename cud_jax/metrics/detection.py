@@ -28,7 +28,7 @@ from cud_jax.losses import _validate
 
 def max_softmax_prob(probs) -> jax.Array:
     """max_k p_k per example (Hendrycks & Gimpel, 2017); higher = more confident."""
-    return _max_prob(_validate.class_array(probs, "probs"))
+    return _max_prob(_validate.prob_array(probs, "probs"))
 
 
 def negative_entropy(probs) -> jax.Array:
@@ -36,7 +36,7 @@ def negative_entropy(probs) -> jax.Array:
 
     Negated so that, like `max_softmax_prob`, a higher score means in-distribution.
     """
-    return _negative_entropy(_validate.class_array(probs, "probs"))
+    return _negative_entropy(_validate.prob_array(probs, "probs"))
 
 
 # Jitted so an eager call compiles once per shape; inlined under an outer `jit`.

@@ -45,14 +45,17 @@ def teacher_student_kl(teacher_probs, student_probs, *, floor: float = NLL_FLOOR
 
     Args:
       teacher_probs: `[..., K]` teacher probabilities (the reference distribution).
-      student_probs: `[..., K]` student probabilities.
+      student_probs: `[..., K]` student probabilities. Both are checked to lie on the
+        simplex on eager calls (not under `jit`).
       floor: smallest student probability used inside the log.
     """
     if not floor > 0:
         raise ValueError(f"`floor` must be > 0, got {floor}.")
-    teacher_probs = _validate.class_array(teacher_probs, "teacher_probs")
-    student_probs = _validate.class_array(student_probs, "student_probs")
-    _validate.same_shape(teacher_probs, student_probs, "teacher_probs", "student_probs")
+    _validate.same_shape(_validate.class_array(teacher_probs, "teacher_probs"),
+                         _validate.class_array(student_probs, "student_probs"),
+                         "teacher_probs", "student_probs")
+    teacher_probs = _validate.prob_array(teacher_probs, "teacher_probs")
+    student_probs = _validate.prob_array(student_probs, "student_probs")
     return _kl(teacher_probs, student_probs, floor)
 
 

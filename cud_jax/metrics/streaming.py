@@ -39,7 +39,7 @@ from cud_jax.losses import _validate
 from cud_jax.metrics import _binning
 from cud_jax.metrics.calibration import ReliabilityDiagram, adaptive_ece_from_confidence, bin_edges
 from cud_jax.metrics.classification import NLL_FLOOR
-from cud_jax.metrics.detection import max_softmax_prob, misclassification_auroc, negative_entropy
+from cud_jax.metrics.detection import _max_prob, _negative_entropy, misclassification_auroc
 
 
 class CompensatedSum(NamedTuple):
@@ -162,9 +162,10 @@ class CalibrationAccumulator:
             (their probabilities and labels may be anything, e.g. zeros and -1 padding).
 
         Pure and jit-able: `jax.jit(CalibrationAccumulator.update)` works (with `mask=None`
-        or an array; the label-range check runs only on concrete, unjitted inputs).
+        or an array). The value checks (labels in range, unmasked probability rows on the
+        simplex) run only on concrete, unjitted inputs.
         """
-        probs = _validate.class_array(probs, "probs")
+        raw, probs = probs, _validate.class_array(probs, "probs")
         if probs.shape[-1] != self.num_classes:
             raise ValueError(
                 f"`probs` has {probs.shape[-1]} classes on its last axis but this accumulator "
@@ -172,6 +173,7 @@ class CalibrationAccumulator:
             )
         if mask is not None:
             mask = _check_mask(mask, probs.shape[:-1])
+        _validate.prob_array(raw, "probs", mask=mask)
         labels = _check_labels(labels, probs, mask)
         return _accumulate(self, probs, labels, mask)
 
@@ -317,12 +319,16 @@ class ScoreCollector:
         self._num += int(keep.sum())
 
     def add_predictions(self, probs, labels=None, mask=None) -> None:
-        """Adds `max_softmax_prob` and `negative_entropy` and, given labels, `correct`."""
-        probs = _validate.class_array(probs, "probs")
-        scores = {"max_softmax_prob": max_softmax_prob(probs),
-                  "negative_entropy": negative_entropy(probs)}
+        """Adds `max_softmax_prob` and `negative_entropy` and, given labels, `correct`.
+
+        Unmasked probability rows must lie on the simplex (checked on concrete inputs).
+        """
+        raw, probs = probs, _validate.class_array(probs, "probs")
+        keep = None if mask is None else _check_mask(mask, probs.shape[:-1])
+        probs = _validate.prob_array(raw, "probs", mask=keep)
+        scores = {"max_softmax_prob": _max_prob(probs),
+                  "negative_entropy": _negative_entropy(probs)}
         if labels is not None:
-            keep = None if mask is None else _check_mask(mask, probs.shape[:-1])
             labels = _check_labels(labels, probs, keep)
             scores["correct"] = jnp.argmax(probs, axis=-1) == labels
         self.add(mask=mask, **scores)

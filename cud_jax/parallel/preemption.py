@@ -38,6 +38,15 @@ class Preempted(Exception):
                          f"{checkpoint_dir}. Rerun the same command to resume.")
 
 
+class EvaluationStopped(Preempted):
+    """Raised when SIGTERM arrives during evaluation, which has no checkpoint to write."""
+
+    def __init__(self, workdir: str):
+        self.stage, self.step, self.checkpoint_dir = "eval", None, workdir
+        Exception.__init__(self, f"[eval] stopped by SIGTERM; the trained models are saved "
+                                 f"in {workdir}. Rerun the same command to evaluate.")
+
+
 _requested = threading.Event()
 _check_every = 1
 
@@ -73,6 +82,29 @@ def handle_sigterm(check_every: int = 10):
         signal.signal(signal.SIGTERM, previous)
         _check_every = old_every
         _requested.clear()
+
+
+@contextlib.contextmanager
+def stop_evaluation_on_sigterm(workdir: str):
+    """Within the block, SIGTERM raises `EvaluationStopped` at once.
+
+    Evaluation writes nothing until its report, so there is no state to save: stopping
+    immediately is exact, and `cud_jax.main` exits with `EXIT_PREEMPTED` as in training.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        del signum, frame
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt
+        raise EvaluationStopped(workdir)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def request() -> None:

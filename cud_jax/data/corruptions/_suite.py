@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import os
 import types
 import zipfile
 import zlib
@@ -15,6 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from cud_jax.data._cache_files import save_npz_atomically
 from cud_jax.data.corruptions import _blur, _digital, _noise, _photometric
 from cud_jax.data.corruptions._common import to_uint8
 
@@ -210,12 +210,9 @@ def _load(path: Path, like: np.ndarray) -> np.ndarray | None:
 
 def _save(path: Path, corrupted: np.ndarray, name: str, severity: int, seed: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a killed run or a second process never sees a half-written file.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, images=corrupted, name=np.array(name), severity=np.array(severity),
-                 seed=np.array(seed), version=np.array(_code_version()))
-    os.replace(tmp, path)
+    save_npz_atomically(str(path), images=corrupted, name=np.array(name),
+                        severity=np.array(severity), seed=np.array(seed),
+                        version=np.array(_code_version()))
 
 
 def corruption_suite(images, *, names: Iterable[str] = CORRUPTIONS,
