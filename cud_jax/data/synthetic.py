@@ -290,8 +290,8 @@ def load_synthetic(data_dir: str | None = None, **spec_kwargs) -> RawVision:
     train = generate_synthetic(spec, "train")
     test = generate_synthetic(spec, "test")
     return RawVision(
-        train=make_split(train.inputs, train.labels, what="synthetic train"),
-        test=make_split(test.inputs, test.labels, what="synthetic test"),
+        train=make_split(train.images, train.labels, what="synthetic train"),
+        test=make_split(test.images, test.labels, what="synthetic test"),
         class_names=tuple(f"s{c // k:02d}_c{c % k:02d}" for c in range(spec.num_classes)),
         class_to_superclass=tuple(c // k for c in range(spec.num_classes)),
         superclass_names=tuple(f"s{s:02d}" for s in range(spec.num_superclasses)),
@@ -314,5 +314,5 @@ def load_synthetic_ood(kind: str = "near", *, num_ood_classes: int | None = None
     spec = _spec_from(spec_kwargs)
     sample = generate_synthetic_ood(spec, kind, num_ood_classes=num_ood_classes,
                                     num_examples=num_examples)
-    return make_split(sample.inputs, np.full(len(sample.labels), -1, np.int32),
+    return make_split(sample.images, np.full(len(sample.labels), -1, np.int32),
                       what=f"synthetic ood_{kind}")
