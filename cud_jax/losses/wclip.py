@@ -76,7 +76,7 @@ def fired_delta(probs: jax.Array, labels: jax.Array, *, eta: float, margin: floa
     p_y = _validate.take_label(probs, labels)
     fires = (labels >= 0) & (top != labels)
     delta = jnp.minimum(eta * p_top, margin * (p_top - p_y))
-    return jnp.where(fires, delta, 0.0), p_top, top, fires, p_top, top, fires
+    return jnp.where(fires, delta, 0.0), p_top, top, fires
 
 
 def wclip(probs, labels, *, eta: float = 0.5, margin: float = 0.7) -> jax.Array:
