@@ -37,8 +37,12 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
-def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[Any]:
+def restore_latest(manager: ocp.CheckpointManager, template: Any, *,
+                   partial: bool = False) -> Optional[Any]:
     """Restores the newest checkpoint into the structure, shapes and shardings of `template`.
+
+    With `partial`, `template` may be a dict holding only some of the saved top-level fields
+    (e.g. the weights of a `TrainState` without its optimiser state); the rest are not read.
 
     Returns None when the directory holds no checkpoint.
     """
@@ -46,7 +50,50 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[An
     if step is None:
         return None
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    if partial:
+        args = ocp.args.PyTreeRestore(
+            abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+            partial_restore=True)
+        return manager.restore(step, args=args)
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+#: Written beside a checkpoint made outside the trainer (`python -m cud_jax.convert`).
+IMPORT_INFO = "imported.json"
+
+
+def weights(state) -> dict:
+    """The fields of a `TrainState` a trained model needs: step, params, model_state."""
+    return {"step": state.step, "params": state.params, "model_state": state.model_state}
+
+
+def save_weights(directory: str, params: Any, model_state: Any, info: dict) -> None:
+    """Writes a weights-only checkpoint (no optimiser state) that `load_trained` accepts as
+    `<stage>.checkpoint`, with `info` (where the weights came from) as IMPORT_INFO.
+
+    Refuses a directory that already holds a checkpoint.
+    """
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory) and os.listdir(directory):
+        raise FileExistsError(f"{directory} is not empty; pass a new output directory.")
+    manager = open_manager(directory, keep=1)
+    try:
+        save(manager, 0, {"step": jax.numpy.zeros((), jax.numpy.int32), "params": params,
+                          "model_state": model_state})
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+    with open(os.path.join(directory, IMPORT_INFO), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+
+
+def read_import_info(directory: str) -> Optional[dict]:
+    """IMPORT_INFO of a checkpoint directory, or None for the trainer's own checkpoints."""
+    path = os.path.join(directory, IMPORT_INFO)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:

@@ -132,10 +132,11 @@ def place_eval_data(config, task: Task, mesh) -> Task:
         ood={name: cut(images) for name, images in task.ood.items()}, shift_split=shift)
 
 
-def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) -> TrainState:
+def _restore_or_fail(directory: str, template: dict, what: str, fix: str) -> dict:
+    """The weights (`checkpoints.weights`) of the newest checkpoint in `directory`."""
     manager = checkpoints.open_manager(directory)
     try:
-        restored = checkpoints.restore_latest(manager, template)
+        restored = checkpoints.restore_latest(manager, template, partial=True)
     except ValueError as err:  # shapes differ: another model or class count
         raise ValueError(f"The {what} checkpoint in {directory} does not fit the configured "
                          f"model and data ({err}). {fix}") from err
@@ -225,13 +226,20 @@ def load_trained(name: str, config, workdir: str, task: Task, mesh) -> Trained:
         directory = cfg.checkpoint
     fix = (f"Run `--config.stage={name}` (or `all`) first, or set --config.{name}.checkpoint "
            f"to a {name} checkpoint directory.")
-    # Placed first, so the checkpoint is restored straight into the configured layout.
-    template = put_state(template, mesh, *_param_layout(config))
+    # Placed first, so the checkpoint is restored straight into the configured layout. Only
+    # the weights are read: the optimiser state is not needed (and an imported checkpoint,
+    # `python -m cud_jax.convert`, has none).
+    template = checkpoints.weights(put_state(template, mesh, *_param_layout(config)))
     state = _restore_or_fail(directory, template, name, fix)
-    if int(state.step) < total:
+    step = int(state["step"])
+    imported = checkpoints.read_import_info(directory)
+    if imported is not None and jax.process_index() == 0:
+        print(f"[{name}] weights imported from {imported.get('source')} "
+              f"({imported.get('arch')})")
+    elif imported is None and step < total:
         logging.warning("%s checkpoint is at step %d of %d: it is not fully trained.", name,
-                        int(state.step), total)
-    return Trained(model_def, state.params, state.model_state, int(state.step))
+                        step, total)
+    return Trained(model_def, state["params"], state["model_state"], step)
 
 
 def write_run_info(config, workdir: str, mesh) -> None:
