@@ -9,6 +9,7 @@ peer folder.
 """
 
 import os
+import pickle
 import sys
 
 import jax
@@ -124,6 +125,10 @@ def test_cli_checkpoint_is_what_the_trainer_loads(peer, tmp_path, capsys):
                                       jnp.asarray(images), train=False)
     np.testing.assert_allclose(np.asarray(ours), _torch_logits(reference, images),
                                rtol=1e-4, atol=1e-4)
+    # Another architecture is refused, even where its arrays are a subset of the checkpoint's.
+    config.teacher.model = "resnet8x4"
+    with pytest.raises(ValueError, match="does not fit the configured model"):
+        pipeline.load_trained("teacher", config, str(tmp_path / "run"), task, mesh)
 
 
 def test_legacy_format_and_dataparallel_names(peer, tmp_path):
@@ -155,6 +160,10 @@ def test_reader_matches_torch_for_dtypes_views_and_extras(tmp_path):
             assert got.shape == want.shape, name
             np.testing.assert_array_equal(np.asarray(got, want.dtype), want, err_msg=name)
         assert loaded["epoch"] == 240 and loaded["optimizer"]["param_groups"][0]["lr"] == 0.1
+        truncated = tmp_path / f"cut{legacy}.pth"
+        truncated.write_bytes(path.read_bytes()[:300])
+        with pytest.raises(pickle.UnpicklingError, match=f"{truncated} is not a readable"):
+            torch_pickle.load(truncated)
 
 
 class _Payload:
@@ -183,7 +192,7 @@ def test_checkpoint_code_is_refused_not_run(tmp_path, capsys):
 def test_errors_name_the_problem(peer, tmp_path):
     reference = _torch_model(peer, "resnet8", num_classes=10)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
-    with pytest.raises(ValueError, match="3 residual blocks .* has 9; is the architecture"):
+    with pytest.raises(ValueError, match="3 residual blocks .* has 9; is --arch right"):
         cifar.model_from_state_dict(state, "resnet20")
     with pytest.raises(ValueError, match=r"lacks 1 tensor\(s\) resnet8 needs, e.g. \['fc.bias'\]"):
         cifar.model_from_state_dict({k: v for k, v in state.items() if k != "fc.bias"},

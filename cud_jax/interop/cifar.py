@@ -149,7 +149,7 @@ def _torch_prefix(family: _Family, path: str, blocks: list[str]) -> str:
         if match:
             name = template(match) if callable(template) else match.expand(template)
             return name.replace("{B}", blocks[int(block[1])]) if block else name
-    raise ValueError(f"no PyTorch name for module {path!r} of {family}.")  # a bug, not input
+    raise RuntimeError(f"no PyTorch name for module {path!r}.")  # a gap in _FAMILIES
 
 
 def parameter_map(model: nnx.Module, names) -> list[Entry]:
@@ -169,7 +169,8 @@ def parameter_map(model: nnx.Module, names) -> list[Entry]:
     if family.block_pattern is not None and len(blocks) != len(ours):
         raise ValueError(f"the checkpoint has {len(blocks)} residual blocks "
                          f"({', '.join(blocks[:3])}{', ...' if len(blocks) > 3 else ''}) but "
-                         f"this model has {len(ours)}; is the architecture right?")
+                         f"this model has {len(ours)}; is --arch right? (omit it to detect the "
+                         "architecture)")
     entries = []
     for path, node in nnx.iter_graph(model):
         spec = _VARIABLES.get(type(node))

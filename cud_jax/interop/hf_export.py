@@ -107,18 +107,10 @@ def _read_run_config(workdir: str) -> dict:
 
 def _num_classes(directory: str) -> int:
     """The classifier width saved in the newest checkpoint of `directory` (no data needed)."""
-    manager = checkpoints.open_manager(directory)
-    try:
-        step = manager.latest_step()
-    finally:
-        manager.close()
+    step, saved = checkpoints.latest_metadata(directory)
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {directory}; train the stage first.")
-    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-
-    meta = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "default"))
-    tree = meta.item_metadata.tree
-    return int(tree["params"]["classifier"]["kernel"]["value"].shape[-1])
+    return int(saved["params"]["classifier"]["kernel"]["value"].shape[-1])
 
 
 def load_run_model(workdir: str, stage: str = "student") -> tuple[bert.BertClassifier, dict]:
@@ -144,11 +136,7 @@ def load_run_model(workdir: str, stage: str = "student") -> tuple[bert.BertClass
     template = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
                 "model_state": model_state}
     template = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), template)
-    manager = checkpoints.open_manager(directory)
-    try:
-        restored = checkpoints.restore_latest(manager, template, partial=True)
-    finally:
-        manager.close()
+    restored = checkpoints.restore_fields(directory, template)
     return nnx.merge(model_def.eval_graph, restored["params"], restored["model_state"]), config
 
 

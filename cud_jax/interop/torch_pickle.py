@@ -113,7 +113,6 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy", "dtype"): np.dtype,
     **{("torch", name): StorageType(name, dtype) for name, dtype in _STORAGE_DTYPES.items()},
-    ("torch.storage", "UntypedStorage"): StorageType("UntypedStorage", np.dtype(np.uint8)),
 }
 
 
@@ -246,6 +245,17 @@ def load(path: str | os.PathLike) -> Any:
     source = path
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file.")
-    if zipfile.is_zipfile(path):
-        return _materialise(_load_zip(path, source))
-    return _materialise(_load_legacy(path, source))
+    try:
+        if zipfile.is_zipfile(path):
+            return _materialise(_load_zip(path, source))
+        return _materialise(_load_legacy(path, source))
+    except pickle.UnpicklingError as err:
+        if str(err).startswith(source):  # ours, already naming the file
+            raise
+        raise pickle.UnpicklingError(f"{source} is not a readable torch.save checkpoint "
+                                     f"({err}).") from err
+    except (EOFError, zipfile.BadZipFile, struct.error, KeyError, IndexError, TypeError,
+            ValueError, AttributeError) as err:  # truncated or not a torch.save file at all
+        raise pickle.UnpicklingError(
+            f"{source} is not a readable torch.save checkpoint ({type(err).__name__}: "
+            f"{err}); is the file complete?") from err

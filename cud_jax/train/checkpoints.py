@@ -37,12 +37,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
-def restore_latest(manager: ocp.CheckpointManager, template: Any, *,
-                   partial: bool = False) -> Optional[Any]:
+def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[Any]:
     """Restores the newest checkpoint into the structure, shapes and shardings of `template`.
-
-    With `partial`, `template` may be a dict holding only some of the saved top-level fields
-    (e.g. the weights of a `TrainState` without its optimiser state); the rest are not read.
 
     Returns None when the directory holds no checkpoint.
     """
@@ -50,12 +46,60 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any, *,
     if step is None:
         return None
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    if partial:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def _leaf_names(tree: Any) -> set:
+    """'a/b/0/kernel/value' for each leaf: comparable between a live tree and saved metadata."""
+    def name(key):
+        return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+
+    return {"/".join(map(name, path)) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def latest_metadata(directory: str) -> tuple[Optional[int], Optional[dict]]:
+    """(step, tree of array metadata: shapes and dtypes) of the newest checkpoint in
+    `directory`, without reading any array; (None, None) when there is none."""
+    if not os.path.isdir(directory):
+        return None, None
+    manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                    item_handlers=ocp.PyTreeCheckpointHandler())
+    try:
+        step = manager.latest_step()
+        return (None, None) if step is None else (step, manager.item_metadata(step).tree)
+    finally:
+        manager.close()
+
+
+def restore_fields(directory: str, template: dict) -> Optional[dict]:
+    """Restores some top-level fields of the newest checkpoint (e.g. the `weights` of a
+    `TrainState`, without its optimiser state) into the shapes and shardings of `template`.
+
+    Each restored field must hold exactly the template's arrays: a checkpoint with more
+    layers (or fewer) is refused rather than read in part. Returns None without a checkpoint.
+
+    Raises:
+      ValueError: the fields hold other arrays, or arrays of other shapes.
+    """
+    step, saved = latest_metadata(directory)
+    if step is None:
+        return None
+    for field, subtree in template.items():
+        have, want = _leaf_names(saved.get(field, {})), _leaf_names(subtree)
+        if have != want:
+            extra, missing = sorted(have - want), sorted(want - have)
+            raise ValueError(f"its {field!r} holds {len(extra)} array(s) the model lacks "
+                             f"{extra[:3]} and lacks {len(missing)} it has {missing[:3]}")
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                    item_handlers=ocp.PyTreeCheckpointHandler())
+    try:
         args = ocp.args.PyTreeRestore(
             abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
             partial_restore=True)
         return manager.restore(step, args=args)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    finally:
+        manager.close()
 
 
 #: Written beside a checkpoint made outside the trainer (`python -m cud_jax.convert`).

@@ -134,14 +134,11 @@ def place_eval_data(config, task: Task, mesh) -> Task:
 
 def _restore_or_fail(directory: str, template: dict, what: str, fix: str) -> dict:
     """The weights (`checkpoints.weights`) of the newest checkpoint in `directory`."""
-    manager = checkpoints.open_manager(directory)
     try:
-        restored = checkpoints.restore_latest(manager, template, partial=True)
-    except ValueError as err:  # shapes differ: another model or class count
+        restored = checkpoints.restore_fields(directory, template)
+    except ValueError as err:  # arrays or shapes differ: another model or class count
         raise ValueError(f"The {what} checkpoint in {directory} does not fit the configured "
                          f"model and data ({err}). {fix}") from err
-    finally:
-        manager.close()
     if restored is None:
         raise FileNotFoundError(f"No {what} checkpoint in {directory}. {fix}")
     return restored
