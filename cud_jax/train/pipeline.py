@@ -35,7 +35,7 @@ from cud_jax.train.loop import StageRun, train_stage
 from cud_jax.train.sharding import (FSDP_MIN_SIZE, check_batch_size, check_param_sharding,
                                     check_same_everywhere, make_mesh, put_replicated,
                                     put_state, state_sharding)
-from cud_jax.train.state import TrainState, create_train_state, split_model
+from cud_jax.train.state import create_train_state, split_model
 from cud_jax.train.tasks import Task, build_task, num_steps, train_widths
 from cud_jax.train.writers import MetricWriter
 
