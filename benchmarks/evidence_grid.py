@@ -28,7 +28,8 @@ Grid (issue 13). Students: `4l256` (4 layers, 256 wide, random init: the paper's
 (pretrained paraphrase-MiniLM-L3-v2, converted from ONNX by `python -m
 cud_jax.models.onnx_import`, done here on first use), `minilm3` (MiniLM-L6's layers 0, 2, 4).
 Methods: CE student; KD from the CE, label-smoothing, focal and DUS teachers; DKD (CE
-teacher); CUD (DUS teacher + W-Clip); the ablations W-Clip on the CE teacher and the two
+teacher, its loss ramped up over the first 1/12 of training as in mdistiller's 20 of 240
+epochs); CUD (DUS teacher + W-Clip); the ablations W-Clip on the CE teacher and the two
 projection variants. KD from a temperature-scaled CE teacher is listed but not run: the
 trainer has no option to distil from a temperature-scaled teacher yet.
 """
@@ -99,6 +100,8 @@ COMPARISONS = (("cud", "kd_ce", "CUD - KD (CE teacher)"),
                ("cud", "kd_dus", "CUD - KD (DUS teacher): what W-Clip adds"),
                ("cud", "best", "CUD - best baseline"))
 PAIRED_METRICS = ("accuracy", "nll", "brier", "ece")
+#: DKD's warm-up as a fraction of student training (mdistiller: 20 of 240 epochs).
+DKD_WARMUP_FRACTION = 20 / 240
 
 
 @dataclasses.dataclass
@@ -165,10 +168,16 @@ def build_grid(args) -> tuple[list[Cell], list[Cell]]:
                     overrides["eval.plots"] = False
                     arg = (f"offline=1,student={STUDENTS[student]},method={m.method},"
                            f"teacher_loss={TEACHERS[m.teacher or 'ce']}")
-                    students.append(Cell(
-                        dataset, os.path.join(args.workroot, dataset, student,
-                                              f"{m.key}_s{seed}"),
-                        arg, overrides, "student", student, m, seed, teacher_dir))
+                    cell = Cell(dataset, os.path.join(args.workroot, dataset, student,
+                                                      f"{m.key}_s{seed}"),
+                                arg, overrides, "student", student, m, seed, teacher_dir)
+                    if m.method == "dkd":
+                        # The base config's 20-epoch DKD warm-up belongs to 240-epoch CIFAR
+                        # runs; a text run of a few epochs would never reach full DKD weight.
+                        # Keep mdistiller's proportion (20 of 240 epochs) instead.
+                        overrides["student.dkd_warmup_epochs"] = (
+                            _cell_config(cell).student.epochs * DKD_WARMUP_FRACTION)
+                    students.append(cell)
     return list(teachers.values()), students
 
 

@@ -68,6 +68,8 @@ def test_cell_config_is_what_the_command_line_builds(grid, tmp_path):
     assert (config.student.method, config.teacher.loss, config.seed) == ("cud", "ce", 1)
     assert config.student.epochs == 0.5 and config.teacher.checkpoint.endswith(
         "teacher_ce_s1/checkpoints/teacher")
+    dkd = grid._cell_config(next(c for c in students if c.method.key == "dkd"))
+    assert dkd.student.dkd_warmup_epochs == pytest.approx(0.5 / 12)  # not CIFAR's 20 epochs
 
 
 def _fake_run(cell, probs, labels, teacher_acc=0.9):
