@@ -428,8 +428,10 @@ def summarise(args, teachers, students, status, wall: float, name: str, title: s
              f"this invocation took {wall / 60:.1f} min (finished runs are read back, not "
              "rerun).", "", args.setup_note, "",
              "Each cell is mean ± std over the seeds that finished (n). ECE (TS): after "
-             "temperature scaling fitted on validation. W-Clip train: mean firing rate over "
-             "the student's logged training batches; test: on the teacher's test predictions. "
+             "temperature scaling fitted on validation. W-Clip train: the fraction of training "
+             "examples on which W-Clip fires on the teacher's probabilities (whether or not "
+             "the method applies it), averaged over the student's logged batches; test: the "
+             "same on the teacher's test predictions. "
              "Teacher train acc: mean logged batch accuracy over the last 10% of teacher "
              "training (dropout on). Paired differences: row minus reference on the same "
              "test examples, 95% percentile bootstrap over test examples (2,000 draws), per "
