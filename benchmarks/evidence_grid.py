@@ -1,6 +1,6 @@
 """Issue 13's text evidence grid: data sets x teachers x students x methods x seeds, resumable.
 
-    python benchmarks/evidence_grid.py --smoke                      # 2 methods x 2 seeds, minutes
+    python benchmarks/evidence_grid.py --smoke                      # 2 cells (+ 1 teacher)
     python benchmarks/evidence_grid.py --datasets=clinc150 --students=l3 --time_budget_min=600
     python benchmarks/evidence_grid.py --report_only                # tables from finished runs
 
@@ -358,19 +358,20 @@ def _student_record(cell: Cell) -> dict:
     return rec
 
 
-COLUMNS = (("accuracy", "acc", 100), ("nll", "NLL", 1), ("brier", "Brier", 1),
-           ("ece", "ECE", 1), ("adaptive_ece", "aECE", 1), ("ece_ts", "ECE (TS)", 1),
-           ("ood_auroc", "OOS AUROC", 1), ("fpr95", "FPR@95", 1),
-           ("wclip_train", "W-Clip train", 1), ("wclip_test", "W-Clip test", 1),
-           ("teacher_accuracy", "teacher acc", 100),
-           ("teacher_train_accuracy", "teacher train acc", 100), ("minutes", "min/run", 1))
+#: (record key, header, scale, decimals) of the table columns; accuracies in %.
+COLUMNS = (("accuracy", "acc", 100, 2), ("nll", "NLL", 1, 4), ("brier", "Brier", 1, 4),
+           ("ece", "ECE", 1, 4), ("adaptive_ece", "aECE", 1, 4), ("ece_ts", "ECE (TS)", 1, 4),
+           ("ood_auroc", "OOS AUROC", 1, 4), ("fpr95", "FPR@95", 1, 4),
+           ("wclip_train", "W-Clip train", 1, 4), ("wclip_test", "W-Clip test", 1, 4),
+           ("teacher_accuracy", "teacher acc", 100, 2),
+           ("teacher_train_accuracy", "teacher train acc", 100, 2),
+           ("minutes", "min/run", 1, 1))
 
 
-def _mean_std(values, scale) -> str:
+def _mean_std(values, scale: float, digits: int) -> str:
     values = [v * scale for v in values if v is not None]
     if not values:
         return "-"
-    digits = 2 if scale == 100 else 4
     return (f"{np.mean(values):.{digits}f}" if len(values) == 1
             else f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}")
 
@@ -463,7 +464,7 @@ def summarise(args, teachers, students, status, wall: float, name: str, title: s
         for key, cells in rows.items():
             done = [records[c.workdir] for c in cells if c.workdir in records]
             lines.append(f"| {BY_KEY[key].label} | {len(done)}/{len(cells)} | "
-                         + " | ".join(_mean_std([r.get(c[0]) for r in done], c[2])
+                         + " | ".join(_mean_std([r.get(c[0]) for r in done], *c[2:])
                                       for c in columns) + " |")
         paired = _paired(rows, records, status, args.resamples)
         for comp in paired:
@@ -480,6 +481,12 @@ def summarise(args, teachers, students, status, wall: float, name: str, title: s
             lines += ["", "(* the interval excludes 0.)"]
         lines.append("")
         payload["blocks"].append({"dataset": dataset, "student": student, "paired": paired})
+    timed = [(os.path.relpath(t.workdir, args.workroot),
+              _read(os.path.join(t.workdir, "grid_done.json"))["wall_seconds"] / 60)
+             for t in teachers if _done(t)]
+    if timed:
+        lines += ["Teacher runs (minutes, as recorded when they ran): "
+                  + ", ".join(f"`{w}` {m:.1f}" for w, m in timed) + ".", ""]
     missing = [(os.path.relpath(c.workdir, args.workroot), s) for c in teachers + students
                if not (s := status.get(c.workdir, "missing: not reached")).startswith("done")]
     lines += ["## Missing cells", ""]
@@ -513,12 +520,14 @@ def main():
     parser.add_argument("--report_only", action="store_true",
                         help="run nothing; tables from the finished cells")
     parser.add_argument("--smoke", action="store_true",
-                        help="a miniature: CLINC150 subset, student l3, KD (DUS teacher) and "
-                             "CUD, 2 seeds sharing one teacher, 1 epoch each")
+                        help="a 2-cell miniature: CLINC150 subset, student l3, KD (DUS "
+                             "teacher) and CUD, seed 0, 2 epochs each (--seeds=0,1 to also "
+                             "exercise the pooling over seeds)")
     args = parser.parse_args()
     if args.smoke:
         args.datasets, args.students, args.methods = "clinc150", "l3", "kd_dus,cud"
-        args.seeds, args.teacher_seeds = "0,1", "one"
+        args.seeds = "0" if args.seeds == "0,1,2" else args.seeds
+        args.teacher_seeds = "one"
         args.train_subset = args.train_subset or 3000
         args.test_subset = args.test_subset or 750
         args.max_length = args.max_length or 32
