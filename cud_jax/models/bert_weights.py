@@ -17,7 +17,6 @@ from cud_jax.models import hf_loading
 from cud_jax.models.bert import BertClassifier, BertConfig, BertEncoder, Dtype
 
 
-
 _IGNORED = re.compile(r"^(cls\.|classifier\.|qa_outputs\.|lm_head\.|embeddings\.position_ids$"
                       r"|.*\.num_batches_tracked$)")
 
@@ -78,6 +77,29 @@ def _variable(module: nnx.Module, path: tuple) -> nnx.Variable:
     return node
 
 
+def _copy_weights(module: nnx.Module, state: Mapping[str, np.ndarray],
+                  mapping: Sequence[tuple[str, tuple, bool]], source: str) -> None:
+    """Copies `state[hf]` into `module` at `path` for each mapping entry, checking shapes."""
+    missing = [hf for hf, _, _ in mapping if hf not in state]
+    if missing:
+        hint = (" The checkpoint has no pooler; load it with pooler=False."
+                if any(m.startswith("pooler.") for m in missing) else "")
+        raise ValueError(f"{source} lacks {len(missing)} BERT tensor(s), e.g. "
+                         f"{missing[:4]}.{hint}")
+    for hf, path, transpose in mapping:
+        value = np.asarray(state[hf], dtype=np.float32)
+        if transpose:
+            value = value.T
+        var = _variable(module, path)
+        expected = var.get_value().shape
+        if value.shape != expected:
+            raise ValueError(f"{source}: tensor {hf!r} has shape {tuple(state[hf].shape)}, but "
+                             f"the model expects {expected[::-1] if transpose else expected}"
+                             f"{' (PyTorch layout)' if transpose else ''}; does config.json "
+                             "match the weights?")
+        var.set_value(jnp.asarray(value))
+
+
 def load_hf_weights(encoder: BertEncoder, state: Mapping[str, np.ndarray], *,
                     layers: Sequence[int] | None = None, source: str = "checkpoint"
                     ) -> list[str]:
@@ -99,36 +121,41 @@ def load_hf_weights(encoder: BertEncoder, state: Mapping[str, np.ndarray], *,
     """
     state = _normalise_names(state)
     mapping = hf_parameter_map(encoder.config, layers)
-    missing = [hf for hf, _, _ in mapping if hf not in state]
-    if missing:
-        hint = (" The checkpoint has no pooler; load it with pooler=False."
-                if any(m.startswith("pooler.") for m in missing) else "")
-        raise ValueError(f"{source} lacks {len(missing)} BERT tensor(s), e.g. "
-                         f"{missing[:4]}.{hint}")
-    for hf, path, transpose in mapping:
-        value = np.asarray(state[hf], dtype=np.float32)
-        if transpose:
-            value = value.T
-        var = _variable(encoder, path)
-        expected = var.get_value().shape
-        if value.shape != expected:
-            raise ValueError(f"{source}: tensor {hf!r} has shape {tuple(state[hf].shape)}, but "
-                             f"the model expects {expected[::-1] if transpose else expected}"
-                             f"{' (PyTorch layout)' if transpose else ''}; does config.json "
-                             "match the weights?")
-        var.set_value(jnp.asarray(value))
+    _copy_weights(encoder, state, mapping, source)
     used = {hf for hf, _, _ in mapping}
     return sorted(k for k in state if k not in used and not _IGNORED.match(k)
                   and not re.match(r"^encoder\.layer\.\d+\.", k))
 
 
-def hf_state_dict(encoder: BertEncoder) -> dict[str, np.ndarray]:
-    """The encoder's parameters under Hugging Face `BertModel` names (PyTorch layouts), e.g.
-    to save a distilled student with `safetensors.numpy.save_file` beside
-    `encoder.config.to_hf()` as config.json. Inverse of `load_hf_weights`."""
+def _head_map() -> list[tuple[str, tuple, bool]]:
+    # `BertForSequenceClassification.classifier` is our `BertClassifier.classifier`.
+    return _dense_map("classifier", ("classifier",))
+
+
+def hf_classifier_map(config: BertConfig) -> list[tuple[str, tuple, bool]]:
+    """(HF name, path in `BertClassifier`, transpose?) for every parameter of a classifier,
+    under `BertForSequenceClassification` names (`bert.` + `hf_parameter_map`, and the
+    `classifier` head)."""
+    return ([("bert." + hf, ("encoder",) + path, transpose)
+             for hf, path, transpose in hf_parameter_map(config)] + _head_map())
+
+
+def hf_state_dict(module: BertEncoder | BertClassifier) -> dict[str, np.ndarray]:
+    """The parameters under Hugging Face names (PyTorch layouts), the inverse of loading.
+
+    A `BertEncoder` gives `BertModel` names (`load_hf_weights` reads them back); a
+    `BertClassifier` gives `BertForSequenceClassification` names, head included
+    (`load_bert_classifier(..., head=True)` reads them back). Save them with
+    `safetensors.numpy.save_file` beside `config.to_hf()` as config.json
+    (`cud_jax.interop.hf_export` writes a complete folder).
+    """
+    if isinstance(module, BertClassifier):
+        mapping = hf_classifier_map(module.config)
+    else:
+        mapping = hf_parameter_map(module.config)
     out = {}
-    for hf, path, transpose in hf_parameter_map(encoder.config):
-        value = np.asarray(_variable(encoder, path).get_value(), dtype=np.float32)
+    for hf, path, transpose in mapping:
+        value = np.asarray(_variable(module, path).get_value(), dtype=np.float32)
         out[hf] = np.ascontiguousarray(value.T if transpose else value)
     return out
 
@@ -150,7 +177,7 @@ def _check_layers(layers, num_layers: int, source: str) -> tuple[int, ...] | Non
 def load_bert_classifier(path_or_name: str | os.PathLike, *, num_classes: int,
                          rngs: nnx.Rngs, dtype: Dtype = jnp.float32,
                          layers: Sequence[int] | None = None, pooler: bool | None = None,
-                         local_files_only: bool | None = None,
+                         local_files_only: bool | None = None, head: bool = False,
                          **config_overrides) -> BertClassifier:
     """A `BertClassifier` whose encoder holds a Hugging Face BERT checkpoint.
 
@@ -168,6 +195,9 @@ def load_bert_classifier(path_or_name: str | os.PathLike, *, num_classes: int,
         otherwise; True requires one; False drops it.
       local_files_only: for Hub ids, use only the local Hugging Face cache (None: follow
         `HF_HUB_OFFLINE`).
+      head: also copy the checkpoint's classification head (`classifier.*`, as
+        `BertForSequenceClassification` and `cud_jax.interop.hf_export` save it; its width
+        must equal `num_classes`) instead of initialising a fresh one.
       **config_overrides: `BertConfig` fields to change, e.g. `hidden_dropout=0.0`.
         Size fields must agree with the weights.
 
@@ -191,6 +221,8 @@ def load_bert_classifier(path_or_name: str | os.PathLike, *, num_classes: int,
         config = config.replace(num_layers=len(layers))
     model = BertClassifier(config, num_classes=num_classes, dtype=dtype, rngs=rngs)
     unused = load_hf_weights(model.encoder, state, layers=layers, source=source)
+    if head:
+        _copy_weights(model, state, _head_map(), source)
     if unused:
         logging.warning("%s: %d tensor(s) not used by BertClassifier: %s", source, len(unused),
                         unused[:8])

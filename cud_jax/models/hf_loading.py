@@ -31,6 +31,10 @@ _HUB_PATTERNS = ("config.json", "*.safetensors", SAFETENSORS_INDEX, "vocab.txt",
                  "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+#: Checkpoint folders that a project command writes, by folder name: that command.
+FOLDER_HINTS = {"paraphrase-MiniLM-L3-v2": "python -m cud_jax.interop.onnx_import --out=DIR"}
+
+
 def _looks_like_path(name: str) -> bool:
     """True for names that can only be local paths (absolute, relative, home, Windows)."""
     return (name.startswith(("/", ".", "~")) or os.sep != "/" and os.sep in name
@@ -67,8 +71,10 @@ def resolve_checkpoint(path_or_name: str | os.PathLike, *,
         return folder
     if _looks_like_path(name) or folder.exists():
         raise CheckpointNotFoundError(
-            f"checkpoint folder {name!r} does not exist. Pass a folder containing {CONFIG} "
-            f"and {SAFETENSORS}, or a Hugging Face Hub id such as 'bert-base-uncased'.")
+            f"checkpoint folder {name!r} does not exist. "
+            + (f"Write it with `{FOLDER_HINTS[folder.name]}`." if folder.name in FOLDER_HINTS
+               else f"Pass a folder containing {CONFIG} and {SAFETENSORS}, or a Hugging Face "
+                    "Hub id such as 'bert-base-uncased'."))
     return _download(name, local_files_only)
 
 

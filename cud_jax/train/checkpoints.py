@@ -13,7 +13,7 @@ import errno
 import json
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -101,40 +101,35 @@ def _shape_counts(tree: Any) -> collections.Counter:
                                if hasattr(leaf, "shape"))
 
 
-def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[Any]:
-    """Restores the newest *intact* checkpoint into the structure and shardings of `template`.
+def _newest_intact(manager: ocp.CheckpointManager,
+                   check_fits: Callable[[Any, str], None],
+                   restore: Callable[[int], Any]) -> Optional[Any]:
+    """`restore(step)` of the newest checkpoint that can be read, or None without any.
 
     A checkpoint whose files cannot be read (a truncated array file, an empty `_METADATA`,
-    as a full disk or a killed copy leaves them) is skipped with a warning naming it, and the
-    next older one is restored: Orbax keeps several (`keep`), so a damaged newest checkpoint
-    costs the steps since the one before, not the run.
-
-    Returns None when the directory holds no checkpoint.
+    as a full disk or a killed copy leaves them) is skipped with a message naming it, and the
+    next older one is restored: Orbax keeps several, so a damaged newest checkpoint costs
+    the steps since the one before, not the run. `check_fits(stored_metadata_tree, path)`
+    raises `CheckpointMismatchError` for a readable checkpoint of another model: no older
+    checkpoint would fit either, so that is not skipped.
 
     Raises:
-      CheckpointMismatchError: a readable checkpoint whose arrays have other shapes than
-        `template` (another model or class count): no older checkpoint would fit either.
+      CheckpointMismatchError: from `check_fits`.
       CorruptCheckpointError: checkpoints exist but none can be read; names each one.
     """
     directory = str(manager.directory)
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
     unreadable = []
     for step in sorted(manager.all_steps(), reverse=True):
         path = os.path.join(directory, str(step))
         try:
             stored = manager.item_metadata(step)
-            stored_shapes = _shape_counts(getattr(stored, "tree", stored))
+            stored = getattr(stored, "tree", stored)
         except Exception as err:  # noqa: BLE001 - any read failure means "damaged"
             unreadable.append((path, err))
             continue
-        if stored_shapes != _shape_counts(abstract):
-            missing = sorted((_shape_counts(abstract) - stored_shapes).elements())[:3]
-            raise CheckpointMismatchError(
-                f"The checkpoint {path} holds arrays of other shapes than the configured "
-                f"model and data (e.g. none of shape {missing} it needs): it was made with "
-                "another model or number of classes.")
+        check_fits(stored, path)
         try:
-            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            restored = restore(step)
         except Exception as err:  # noqa: BLE001 - metadata read, arrays did not
             unreadable.append((path, err))
             continue
@@ -149,6 +144,136 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[An
             f"No checkpoint in {directory} can be read: {listed}. Delete the damaged step "
             f"folders (or all of {directory} to retrain this stage from scratch) and rerun.")
     return None
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[Any]:
+    """Restores the newest intact checkpoint into the structure and shardings of `template`.
+
+    Damaged checkpoints are skipped (`_newest_intact`). Returns None when the directory
+    holds no checkpoint.
+
+    Raises:
+      CheckpointMismatchError: a readable checkpoint whose arrays have other shapes than
+        `template` (another model or class count).
+      CorruptCheckpointError: checkpoints exist but none can be read.
+    """
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+
+    def check_fits(stored, path):
+        stored_shapes, wanted = _shape_counts(stored), _shape_counts(abstract)
+        if stored_shapes != wanted:
+            missing = sorted((wanted - stored_shapes).elements())[:3]
+            raise CheckpointMismatchError(
+                f"The checkpoint {path} holds arrays of other shapes than the configured "
+                f"model and data (e.g. none of shape {missing} it needs): it was made with "
+                "another model or number of classes.")
+
+    return _newest_intact(
+        manager, check_fits,
+        lambda step: manager.restore(step, args=ocp.args.StandardRestore(abstract)))
+
+
+def _leaf_names(tree: Any) -> set:
+    """'a/b/0/kernel/value' for each leaf: comparable between a live tree and saved metadata."""
+    def name(key):
+        return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+
+    return {"/".join(map(name, path)) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _pytree_manager(directory: str) -> ocp.CheckpointManager:
+    """A reader of any checkpoint's fields, whichever handler wrote it."""
+    return ocp.CheckpointManager(os.path.abspath(directory),
+                                 item_handlers=ocp.PyTreeCheckpointHandler())
+
+
+def latest_metadata(directory: str) -> tuple[Optional[int], Optional[dict]]:
+    """(step, tree of array metadata: shapes and dtypes) of the newest checkpoint in
+    `directory`, without reading any array; (None, None) when there is none."""
+    if not os.path.isdir(directory):
+        return None, None
+    manager = _pytree_manager(directory)
+    try:
+        step = manager.latest_step()
+        return (None, None) if step is None else (step, manager.item_metadata(step).tree)
+    finally:
+        manager.close()
+
+
+def restore_fields(directory: str, template: dict) -> Optional[dict]:
+    """Restores some top-level fields of the newest intact checkpoint (e.g. the `weights` of
+    a `TrainState`, without its optimiser state) into the shapes and shardings of `template`.
+
+    Each restored field must hold exactly the template's arrays: a checkpoint with more
+    layers (or fewer) is refused rather than read in part. Damaged checkpoints are skipped
+    as in `restore_latest`. Returns None without a checkpoint.
+
+    Raises:
+      CheckpointMismatchError: the fields hold other arrays, or arrays of other shapes.
+      CorruptCheckpointError: checkpoints exist but none can be read.
+    """
+    if not os.path.isdir(directory):
+        return None
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+
+    def check_fits(stored, path):
+        for field, subtree in template.items():
+            have, want = _leaf_names(stored.get(field, {})), _leaf_names(subtree)
+            if have != want:
+                extra, missing = sorted(have - want), sorted(want - have)
+                raise CheckpointMismatchError(
+                    f"The checkpoint {path}: its {field!r} holds {len(extra)} array(s) the "
+                    f"model lacks {extra[:3]} and lacks {len(missing)} it has {missing[:3]}")
+
+    def restore(step):
+        args = ocp.args.PyTreeRestore(
+            abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+            partial_restore=True)
+        return manager.restore(step, args=args)
+
+    manager = _pytree_manager(directory)
+    try:
+        return _newest_intact(manager, check_fits, restore)
+    finally:
+        manager.close()
+
+
+#: Written beside a checkpoint made outside the trainer (`python -m cud_jax.convert`).
+IMPORT_INFO = "imported.json"
+
+
+def weights(state) -> dict:
+    """The fields of a `TrainState` a trained model needs: step, params, model_state."""
+    return {"step": state.step, "params": state.params, "model_state": state.model_state}
+
+
+def save_weights(directory: str, params: Any, model_state: Any, info: dict) -> None:
+    """Writes a weights-only checkpoint (no optimiser state) that `load_trained` accepts as
+    `<stage>.checkpoint`, with `info` (where the weights came from) as IMPORT_INFO.
+
+    Refuses a directory that already holds a checkpoint.
+    """
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory) and os.listdir(directory):
+        raise FileExistsError(f"{directory} is not empty; pass a new output directory.")
+    manager = open_manager(directory, keep=1)
+    try:
+        save(manager, 0, {"step": jax.numpy.zeros((), jax.numpy.int32), "params": params,
+                          "model_state": model_state})
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+    with open(os.path.join(directory, IMPORT_INFO), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+
+
+def read_import_info(directory: str) -> Optional[dict]:
+    """IMPORT_INFO of a checkpoint directory, or None for the trainer's own checkpoints."""
+    path = os.path.join(directory, IMPORT_INFO)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:
