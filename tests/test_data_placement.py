@@ -11,7 +11,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from cud_jax import pipeline
-from cud_jax.parallel import placement
+from cud_jax.parallel import data_shards, placement
 from cud_jax.train import objectives, steps
 from cud_jax.configs import base_config
 from cud_jax.parallel.sharding import make_mesh, put_replicated
@@ -20,41 +20,41 @@ from test_train import TinyNet, _losses, _task  # the tiny task and model of the
 
 
 def test_shard_assignment_is_a_fixed_shuffle_cut_into_equal_shards():
-    rows = placement.shard_assignment(103, 8, seed=5)
+    rows = data_shards.shard_assignment(103, 8, seed=5)
     assert rows.shape == (8, 12)
     assert len(np.unique(rows)) == 96 and rows.min() >= 0 and rows.max() < 103
-    np.testing.assert_array_equal(rows, placement.shard_assignment(103, 8, seed=5))
-    assert not np.array_equal(rows, placement.shard_assignment(103, 8, seed=6))
+    np.testing.assert_array_equal(rows, data_shards.shard_assignment(103, 8, seed=5))
+    assert not np.array_equal(rows, data_shards.shard_assignment(103, 8, seed=6))
     # Files sorted by class still give every shard a mix of classes.
     labels = np.repeat(np.arange(4), 64)
-    per_shard = labels[placement.shard_assignment(256, 8, seed=0)]
+    per_shard = labels[data_shards.shard_assignment(256, 8, seed=0)]
     assert all(len(np.unique(shard)) == 4 for shard in per_shard)
     with pytest.raises(ValueError, match="cannot fill"):
-        placement.shard_assignment(5, 8, seed=0)
+        data_shards.shard_assignment(5, 8, seed=0)
     with pytest.raises(ValueError, match="valid values: replicated, sharded"):
-        placement.check_placement("scattered")
+        data_shards.check_placement("scattered")
 
 
 def test_local_shards_land_on_their_devices():
     mesh, task = make_mesh(), _task(n_train=70)
-    shards = placement.take_local_shards(task.train, mesh, seed=1)
+    shards = data_shards.take_local_shards(task.train, mesh, seed=1)
     assert shards.shard_ids == tuple(range(8)) and shards.num_examples == 64
-    inputs, labels = placement.shards_to_mesh(shards, mesh)
+    inputs, labels = data_shards.shards_to_mesh(shards, mesh)
     assert inputs.shape == (8, 8) + task.train.inputs.shape[1:] and labels.shape == (8, 8)
     assert inputs.sharding.spec == P("data")
-    rows = placement.shard_assignment(70, 8, seed=1)
+    rows = data_shards.shard_assignment(70, 8, seed=1)
     for shard in labels.addressable_shards:  # device j holds exactly shard j
         j = list(mesh.devices.flat).index(shard.device)
         np.testing.assert_array_equal(np.asarray(shard.data)[0], task.train.labels[rows[j]])
 
 
 def test_shard_permutations_are_per_shard_and_pure():
-    orders = np.asarray(placement.shard_permutations(3, 2, 8, 10))
+    orders = np.asarray(data_shards.shard_permutations(3, 2, 8, 10))
     assert orders.shape == (8, 10) and orders.dtype == np.int32
     assert all(sorted(row) == list(range(10)) for row in orders)
     assert len({tuple(row) for row in orders}) == 8
-    np.testing.assert_array_equal(orders, placement.shard_permutations(3, 2, 8, 10))
-    assert not np.array_equal(orders, placement.shard_permutations(3, 3, 8, 10))
+    np.testing.assert_array_equal(orders, data_shards.shard_permutations(3, 2, 8, 10))
+    assert not np.array_equal(orders, data_shards.shard_permutations(3, 3, 8, 10))
 
 
 def _step_fn(mesh, model_def, tx, *, sharded, batch=16, steps_per_epoch=4):
@@ -70,9 +70,9 @@ def test_sharded_step_equals_the_replicated_step_on_the_same_batches():
     """Three steps that take B/D rows of every shard match a replicated split fed the
     same examples in the same order: the gather picks exactly the intended rows."""
     mesh, task = make_mesh(), _task(n_train=64)
-    shards = placement.take_local_shards(task.train, mesh, seed=0)
-    rows = placement.shard_assignment(64, 8, seed=0)
-    orders = np.asarray(placement.shard_permutations(0, 0, 8, 8))
+    shards = data_shards.take_local_shards(task.train, mesh, seed=0)
+    rows = data_shards.shard_assignment(64, 8, seed=0)
+    orders = np.asarray(data_shards.shard_permutations(0, 0, 8, 8))
     # Global batch s = 2 rows (positions 2s, 2s+1 of each shard's order) of shards 0..7.
     flat = np.concatenate([np.concatenate([rows[j][orders[j, 2 * s:2 * s + 2]]
                                            for j in range(8)]) for s in range(4)])
@@ -83,7 +83,7 @@ def test_sharded_step_equals_the_replicated_step_on_the_same_batches():
         state = put_replicated(create_train_state(params, model_state, tx), mesh)
         step = _step_fn(mesh, model_def, tx, sharded=sharded)
         if sharded:
-            inputs, labels = placement.shards_to_mesh(shards, mesh)
+            inputs, labels = data_shards.shards_to_mesh(shards, mesh)
             perm = jax.device_put(orders, jax.sharding.NamedSharding(mesh, P("data")))
         else:
             inputs, labels = put_replicated((task.train.inputs, task.train.labels), mesh)
@@ -100,9 +100,9 @@ def test_sharded_step_equals_the_replicated_step_on_the_same_batches():
 
 def test_sharded_step_moves_no_training_data_between_devices():
     mesh, task = make_mesh(), _task(n_train=64)
-    shards = placement.take_local_shards(task.train, mesh, seed=0)
-    inputs, labels = placement.shards_to_mesh(shards, mesh)
-    perm = jax.device_put(np.asarray(placement.shard_permutations(0, 0, 8, 8)),
+    shards = data_shards.take_local_shards(task.train, mesh, seed=0)
+    inputs, labels = data_shards.shards_to_mesh(shards, mesh)
+    perm = jax.device_put(np.asarray(data_shards.shard_permutations(0, 0, 8, 8)),
                           jax.sharding.NamedSharding(mesh, P("data")))
     model_def, params, model_state = split_model(TinyNet(4, nnx.Rngs(0)))
     tx = optax.sgd(0.1)
@@ -125,7 +125,7 @@ def test_sharded_pipeline_trains_teacher_and_student(tmp_path):
     mesh = make_mesh()
     task = pipeline.place_data(config, _task(n_train=70), mesh)
     assert task.task.train is None and task.num_train_examples == 64
-    assert isinstance(task.train, placement.TrainShards)
+    assert isinstance(task.train, data_shards.TrainShards)
     teacher = pipeline.run_training_stage("teacher", config, str(tmp_path), task, mesh)
     student = pipeline.run_training_stage("student", config, str(tmp_path), task, mesh,
                                           teacher)
@@ -192,7 +192,7 @@ def test_sharded_evaluation_keeps_shares_and_reports_the_same(tmp_path):
         config[name].checkpoint = str(tmp_path / "replicated" / "checkpoints" / name)
     mesh = make_mesh()
     task = pipeline.place_data(config, pipeline.build_task(config.data), mesh)
-    assert isinstance(task.test.inputs, placement.EvalShare)
+    assert isinstance(task.test.inputs, data_shards.EvalShare)
     assert task.test.inputs.rows.shape[:3] == (3, 8, 3) and len(task.test.inputs) == 64
     second = pipeline.run(config, str(tmp_path / "sharded"))
     for name in ("teacher", "student"):
