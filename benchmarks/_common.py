@@ -31,11 +31,11 @@ def git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                 capture_output=True, text=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!results"],
-                                cwd=REPO, capture_output=True, text=True, check=True).stdout
+        status = subprocess.run(["git", "status", "--porcelain", "--", "cud_jax"], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    # Code changed since the commit (results/ aside) is measured too: say so.
+    # Library code changed since the commit is measured too: say so.
     return commit + ("+uncommitted" if status.strip() else "")
 
 
