@@ -194,7 +194,7 @@ def set_conv_weight_grad(model: nnx.Module, mode: str) -> nnx.Module:
     `model`, changed in place.
     """
     fn = conv_function(mode)
-    for _, module in model.iter_modules():
+    for _, module in nnx.iter_modules(model):
         if isinstance(module, nnx.Conv):
             module.conv_general_dilated = fn
     return model
