@@ -28,6 +28,7 @@ from flax import nnx
 
 from cud_jax.config_check import check_config
 from cud_jax.data import Split
+from cud_jax.models.conv import check_conv_weight_grad, set_conv_weight_grad
 from cud_jax.train import (checkpoints, distributed, evaluate, objectives, optim, preemption,
                            report, steps)
 from cud_jax.train.data_placement import (check_placement, eval_share, shards_to_mesh,
@@ -66,8 +67,20 @@ def _param_layout(config) -> tuple[str, int]:
             parallel.get("fsdp_min_size", FSDP_MIN_SIZE))
 
 
-def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: int):
+def _steps_per_call(config) -> int:
+    """`config.parallel.steps_per_call`; 1 without the field (configs written before it)."""
+    return (config.get("parallel") or {}).get("steps_per_call", 1)
+
+
+def _conv_weight_grad(config) -> str:
+    """`config.parallel.conv_weight_grad`; "auto" without the field (older configs)."""
+    return (config.get("parallel") or {}).get("conv_weight_grad", "auto")
+
+
+def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: int,
+                conv_weight_grad: str = "auto"):
     model = task.create_model(cfg.model, nnx.Rngs(seed), _dtype(cfg.dtype))
+    set_conv_weight_grad(model, conv_weight_grad)  # a no-op for models without convs
     model_def, params, model_state = split_model(model)
     tx = optim.make_optimizer(cfg, steps_per_epoch, total_steps)
     return model_def, tx, create_train_state(params, model_state, tx)
@@ -84,7 +97,7 @@ def _stage_run(name: str, cfg, config, workdir, task: Task, step_fn, spe: int, t
                     checkpoint_every=every, keep=config.checkpoint.keep,
                     log_every=config.log_every, batch_size=cfg.batch_size, lr_fn=lr_fn,
                     example_widths=train_widths(task), param_sharding=rule,
-                    fsdp_min_size=min_size,
+                    fsdp_min_size=min_size, steps_per_call=_steps_per_call(config),
                     num_shards=None if shards is None else shards.num_shards)
 
 
@@ -182,7 +195,7 @@ def build_stage(name: str, config, task: Task, mesh, teacher_fn=None):
     check_batch_size(cfg.batch_size, mesh, f"{name}.batch_size")
     spe, total = num_steps(task, cfg.batch_size, cfg.epochs)
     seed = config.seed + (0 if name == "teacher" else 1)
-    model_def, tx, state = _init_state(task, cfg, seed, total, spe)
+    model_def, tx, state = _init_state(task, cfg, seed, total, spe, _conv_weight_grad(config))
     if name == "teacher":
         objective = objectives.teacher_objective(cfg)
     else:
@@ -269,6 +282,7 @@ def run(config, workdir: str) -> dict:
     checkpoint and raises `preemption.Preempted` (see `cud_jax.train.preemption`).
     """
     check_param_sharding(*_param_layout(config))
+    check_conv_weight_grad(_conv_weight_grad(config), "parallel.conv_weight_grad")
     distributed.initialize(config.get("distributed"))  # before JAX computes anything
     # Fail before work: the whole config, then the data, before the workdir is written.
     check_config(config, num_devices=jax.device_count())

@@ -5,7 +5,9 @@ or one shard per device: `cud_jax.train.data_placement`); each step slices its b
 indices from the epoch order, gathers the images, augments them, and runs forward and
 backward, all inside one `jax.jit` with the state donated. The batch axis is constrained to
 the mesh's `data` axis, so XLA splits the work over devices and inserts the gradient
-all-reduce (and the cross-device BatchNorm reductions) itself.
+all-reduce (and the cross-device BatchNorm reductions) itself. The same function also runs
+several consecutive steps in one dispatch (`num_steps`: a `lax.scan` carrying the state), so
+the host's per-step launch cost is paid once per k steps.
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                     augment: AugmentFn, *, batch_size: int, steps_per_epoch: int,
                     mesh: Mesh, teacher: Optional[TeacherFn] = None, state_sharding=None,
                     sharded_data: bool = False):
-    """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None)`.
+    """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None, num_steps=None)`.
 
-    The step returns `(state, metrics)`.
+    The step returns `(state, metrics)`: one step's scalar metrics, or with `num_steps=k`
+    (static: one compilation per value) the state after k consecutive steps and every step's
+    metrics stacked along a leading axis of length k. The k steps are exactly the steps k
+    single calls would run (each folds the key with its own step number and slices its own
+    batch from `perm`), so they must lie within one epoch.
 
     Args:
       model_def: the trained model's graph definitions.
@@ -95,7 +101,7 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
         indices = jax.lax.with_sharding_constraint(indices, data_sharding)
         return lambda x: x[indices]
 
-    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None):
+    def one_step(state: TrainState, inputs, labels, perm, key, teacher_vars, width):
         take = batch_rows(state.step, perm)
         step_key = jax.random.fold_in(key, state.step)
         stored = take(inputs)
@@ -124,7 +130,19 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                                opt_state=opt_state)
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=(0,), static_argnames=("width",),
+    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None,
+             num_steps=None):
+        if num_steps is None:
+            return one_step(state, inputs, labels, perm, key, teacher_vars, width)
+
+        def body(carry, _):
+            carry, metrics = one_step(carry, inputs, labels, perm, key, teacher_vars, width)
+            # Pins the carry to the state's layout (FSDP shards stay sharded across steps).
+            return jax.lax.with_sharding_constraint(carry, state_out), metrics
+
+        return jax.lax.scan(body, state, length=num_steps)
+
+    return jax.jit(step, donate_argnums=(0,), static_argnames=("width", "num_steps"),
                    out_shardings=(state_out, None))
 
 
