@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: timing and results files with provenance."""
+"""Helpers shared by the benchmark scripts: timing, results files with provenance, and the
+vision training steps that the step benchmarks time."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cud_jax import data as data_lib, models
+from cud_jax.train import objectives, optim, steps
+from cud_jax.parallel.sharding import put_replicated
+from cud_jax.train.state import create_train_state, split_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
@@ -21,10 +29,14 @@ def git_commit() -> str:
     if os.environ.get("CUD_JAX_COMMIT"):
         return os.environ["CUD_JAX_COMMIT"]
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--", "cud_jax"], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    # Library code changed since the commit is measured too: say so.
+    return commit + ("+uncommitted" if status.strip() else "")
 
 
 def hardware() -> str:
@@ -59,11 +71,37 @@ def _portable(text: str) -> str:
     return text.replace(REPO, "<repo>").replace(parent, "<repo>/..")
 
 
-def write_results(name: str, markdown: str, payload: dict) -> None:
-    """Writes results/NAME.md and results/NAME.json."""
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, name + ".md"), "w", encoding="utf-8") as f:
+def write_results(name: str, markdown: str, payload: dict, directory: str = RESULTS) -> None:
+    """Writes DIRECTORY/NAME.md and DIRECTORY/NAME.json (by default in results/)."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, name + ".md"), "w", encoding="utf-8") as f:
         f.write(_portable(markdown))
-    with open(os.path.join(RESULTS, name + ".json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(directory, name + ".json"), "w", encoding="utf-8") as f:
         f.write(_portable(json.dumps(payload, indent=2)))
-    print(f"wrote results/{name}.md and .json")
+    print(f"wrote {os.path.join(directory, name)}.md and .json")
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def cifar_augment(key, images):
+    """The CIFAR training augmentation (random crop + flip, normalisation) on uint8 images."""
+    return data_lib.normalize(data_lib.random_crop_flip(key, images), data_lib.CIFAR100_MEAN,
+                              data_lib.CIFAR100_STD)
+
+
+def build_state(name, cfg, model_name, dtype, mesh, teacher_def=None, num_classes=100):
+    """(model_def, replicated initial state, objective, tx, teacher_fn) of a stage's step.
+
+    `name` is `teacher` (the teacher objective) or `student`; a student with `teacher_def`
+    runs that frozen teacher's forward pass inside its step.
+    """
+    model = models.create_model(model_name, num_classes=num_classes, rngs=nnx.Rngs(0),
+                                dtype=dtype)
+    model_def, params, model_state = split_model(model)
+    tx = optim.make_optimizer(cfg, 100, 1000)
+    state = put_replicated(create_train_state(params, model_state, tx), mesh)
+    objective = (objectives.teacher_objective(cfg) if name == "teacher"
+                 else objectives.student_objective(cfg))
+    teacher_fn = None if teacher_def is None else steps.model_teacher(teacher_def)
+    return model_def, state, objective, tx, teacher_fn

@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import provenance, write_results  # noqa: E402
+from _common import RESULTS, provenance, write_results  # noqa: E402
 
 from cud_jax import losses  # noqa: E402
 
@@ -209,6 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=21, help="timed rounds per size")
     parser.add_argument("--name", default="losses_cpu", help="results/NAME.{md,json}")
+    parser.add_argument("--results_dir", default=RESULTS, help="where NAME.md/.json go")
     args = parser.parse_args()
     start = time.perf_counter()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
@@ -230,7 +231,7 @@ def main() -> None:
     prov["working_tree"] = working_tree_state()
     payload = {"provenance": prov, "repeats": args.repeats, "backend": jax.default_backend(),
                "results": results, "checks": checks}
-    write_results(args.name, to_markdown(results, checks, prov), payload)
+    write_results(args.name, to_markdown(results, checks, prov), payload, args.results_dir)
 
 
 if __name__ == "__main__":

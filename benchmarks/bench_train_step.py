@@ -28,33 +28,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import provenance, time_call, write_results  # noqa: E402
+from _common import (DTYPES, RESULTS, build_state, cifar_augment as _augment,  # noqa: E402
+                     provenance, time_call, write_results)
 
-from cud_jax import data as data_lib, models  # noqa: E402
-from cud_jax.train import objectives, optim, steps  # noqa: E402
+from cud_jax import data as data_lib  # noqa: E402
+from cud_jax.train import steps  # noqa: E402
 from cud_jax.configs import base_config  # noqa: E402
 from cud_jax.parallel.sharding import make_mesh, put_replicated  # noqa: E402
-from cud_jax.train.state import create_train_state, split_model  # noqa: E402
 
-MEAN, STD = data_lib.CIFAR100_MEAN, data_lib.CIFAR100_STD
-
-
-def _augment(key, images):
-    return data_lib.normalize(data_lib.random_crop_flip(key, images), MEAN, STD)
-
-
-def _build(name, cfg, model_name, batch, dtype, mesh, teacher=None):
-    model = models.create_model(model_name, num_classes=100, rngs=nnx.Rngs(0), dtype=dtype)
-    model_def, params, model_state = split_model(model)
-    tx = optim.make_optimizer(cfg, 100, 1000)
-    state = put_replicated(create_train_state(params, model_state, tx), mesh)
-    objective = (objectives.teacher_objective(cfg) if name == "teacher"
-                 else objectives.student_objective(cfg))
-    teacher_fn = None if teacher is None else steps.model_teacher(teacher[0])
-    return model_def, state, objective, tx, teacher_fn
 
 
 def _runner(step_fn, state, inputs, labels, perm, teacher_vars, steps_per_call):
@@ -87,7 +70,7 @@ def _interleaved(runners: dict, rounds: int, steps_per_call: int) -> dict:
 
 
 def bench(teacher_name, student_name, batch, dtype_name, steps_per_call, num_examples, rounds):
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
+    dtype = DTYPES[dtype_name]
     mesh = make_mesh()
     config = base_config()
     rng = np.random.default_rng(0)
@@ -98,8 +81,8 @@ def bench(teacher_name, student_name, batch, dtype_name, steps_per_call, num_exa
     spe = num_examples // batch
 
     runners, compile_s = {}, {}
-    t_def, t_state, t_obj, t_tx, _ = _build("teacher", config.teacher, teacher_name, batch,
-                                            dtype, mesh)
+    t_def, t_state, t_obj, t_tx, _ = build_state("teacher", config.teacher, teacher_name,
+                                                dtype, mesh)
     # A copy: the teacher step below donates (and so deletes) its state's buffers.
     teacher_vars = jax.tree_util.tree_map(jnp.copy, (t_state.params, t_state.model_state))
     step = steps.make_train_step(t_def, t_tx, t_obj, _augment, batch_size=batch,
@@ -110,8 +93,8 @@ def bench(teacher_name, student_name, batch, dtype_name, steps_per_call, num_exa
     for method in ("kd", "cud"):
         cfg = ml_collections.ConfigDict(config.student.to_dict())
         cfg.method = method
-        s_def, s_state, s_obj, s_tx, teacher_fn = _build("student", cfg, student_name, batch,
-                                                         dtype, mesh, teacher=(t_def,))
+        s_def, s_state, s_obj, s_tx, teacher_fn = build_state("student", cfg, student_name,
+                                                             dtype, mesh, teacher_def=t_def)
         step = steps.make_train_step(s_def, s_tx, s_obj, _augment, batch_size=batch,
                                      steps_per_epoch=spe, mesh=mesh, teacher=teacher_fn)
         name = f"student_{method}"
@@ -123,7 +106,7 @@ def bench(teacher_name, student_name, batch, dtype_name, steps_per_call, num_exa
             const_step = steps.make_train_step(s_def, s_tx, s_obj, lambda k, x: x,
                                                batch_size=batch, steps_per_epoch=1, mesh=mesh,
                                                teacher=teacher_fn)
-            fresh = _build("student", cfg, student_name, batch, dtype, mesh)[1]
+            fresh = build_state("student", cfg, student_name, dtype, mesh)[1]
             name = "student_cud_constant_batch"
             runners[name], compile_s[name] = _runner(
                 const_step, fresh, constant, labels_dev[:batch],
@@ -144,7 +127,8 @@ def main():
     parser.add_argument("--num_examples", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--devices", default=None, help="CPU only: host devices to emulate")
-    parser.add_argument("--name", default="train_step_cpu")
+    parser.add_argument("--name", default="pipeline_cpu")
+    parser.add_argument("--results_dir", default=RESULTS, help="where NAME.md/.json go")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -181,7 +165,7 @@ def main():
                   f"{'PASS' if pipe <= 1.05 else 'FAIL'})", ""]
     markdown = "\n".join(lines) + "\n"
     print(markdown)
-    write_results(args.name, markdown, {"meta": meta, "results": results})
+    write_results(args.name, markdown, {"meta": meta, "results": results}, args.results_dir)
 
 
 if __name__ == "__main__":

@@ -264,7 +264,8 @@ def distributed_config() -> ml_collections.ConfigDict:
 
 
 def parallel_config() -> ml_collections.ConfigDict:
-    """How the train state (and the frozen teacher) is laid out on the devices.
+    """How the train state (and the frozen teacher) is laid out on the devices, and how many
+    steps one dispatch runs.
 
     Not part of the recipe: the results are the same in every layout (up to the order of
     float reductions) and checkpoints restore into any of them, so the config guard ignores
@@ -276,6 +277,15 @@ def parallel_config() -> ml_collections.ConfigDict:
     # models whose parameters and optimiser state do not fit on one device.
     p.param_sharding = "replicated"
     p.fsdp_min_size = FSDP_MIN_SIZE
+    # How convs compute their weight gradient (cud_jax.models.conv): "im2col" matrix
+    # products, "xla"'s own backward conv, or "auto": im2col when traced for the CPU backend
+    # (where XLA's is slow), xla elsewhere. The same gradients up to float rounding.
+    p.conv_weight_grad = "auto"
+    # Training steps per dispatch: k > 1 runs k steps in one jitted scan (the same steps,
+    # equal up to float rounding), paying the host's launch cost once per k steps; the steps
+    # left before a log point, checkpoint or epoch end, when fewer than k, run one at a time
+    # (cud_jax.train.loop.StageRun). Length-bucketed text batches need 1.
+    p.steps_per_call = 1
     return p
 
 

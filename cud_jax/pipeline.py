@@ -36,6 +36,7 @@ from cud_jax import configs, losses
 from cud_jax.config_check import check_config
 from cud_jax.data import Split
 from cud_jax.evaluate import predict, report
+from cud_jax.models.conv import check_conv_weight_grad, set_conv_weight_grad
 from cud_jax.parallel import distributed, preemption
 from cud_jax.parallel.placement import make_placement
 from cud_jax.parallel.sharding import (check_batch_size, check_param_sharding, make_mesh,
@@ -71,8 +72,10 @@ def _param_layout(config) -> tuple[str, int]:
     return config.parallel.param_sharding, config.parallel.fsdp_min_size
 
 
-def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: int):
+def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: int,
+                conv_weight_grad: str):
     model = task.create_model(cfg.model, nnx.Rngs(seed), _dtype(cfg.dtype))
+    set_conv_weight_grad(model, conv_weight_grad)  # a no-op for models without convs
     model_def, params, model_state = split_model(model)
     tx = optim.make_optimizer(cfg, steps_per_epoch, total_steps)
     return model_def, tx, create_train_state(params, model_state, tx)
@@ -88,7 +91,8 @@ def _stage_run(name: str, config, workdir, data: PlacedData, step_fn, spe: int, 
                     checkpoint_every=every, keep=config.checkpoint.keep,
                     log_every=config.log_every, batch_size=config[name].batch_size,
                     lr_fn=lr_fn, example_widths=train_widths(data), param_sharding=rule,
-                    fsdp_min_size=min_size, placement=data.placement)
+                    fsdp_min_size=min_size, placement=data.placement,
+                    steps_per_call=config.parallel.steps_per_call)
 
 
 def place_data(config, task: Task, mesh) -> PlacedData:
@@ -197,7 +201,8 @@ def build_stage(name: str, config, data: PlacedData, mesh, teacher_fn=None):
     check_batch_size(cfg.batch_size, mesh, f"{name}.batch_size")
     spe, total = num_steps(data, cfg.batch_size, cfg.epochs)
     seed = config.seed + (0 if name == "teacher" else 1)
-    model_def, tx, state = _init_state(data.task, cfg, seed, total, spe)
+    model_def, tx, state = _init_state(data.task, cfg, seed, total, spe,
+                                       config.parallel.conv_weight_grad)
     objective = (objectives.teacher_objective(cfg) if name == "teacher"
                  else objectives.student_objective(cfg))
     layout = state_sharding(state, mesh, *_param_layout(config))  # as train_stage places it
@@ -230,7 +235,8 @@ def load_trained(name: str, config, workdir: str, data: PlacedData, mesh) -> Tra
     """Restores a trained teacher or student from the workdir, or from `<stage>.checkpoint`."""
     cfg = config[name]
     spe, total = num_steps(data, cfg.batch_size, cfg.epochs)
-    model_def, _, template = _init_state(data.task, cfg, config.seed, total, spe)
+    model_def, _, template = _init_state(data.task, cfg, config.seed, total, spe,
+                                         config.parallel.conv_weight_grad)
     directory = os.path.join(workdir, "checkpoints", name)
     if cfg.checkpoint:  # a model trained elsewhere (e.g. to evaluate it here)
         directory = cfg.checkpoint
@@ -282,6 +288,7 @@ def run(config, workdir: str) -> dict:
     """
     configs.validate(config)  # every field the run reads is there, and nothing else
     check_param_sharding(*_param_layout(config))
+    check_conv_weight_grad(config.parallel.conv_weight_grad, "parallel.conv_weight_grad")
     distributed.initialize(config.distributed)  # before JAX computes anything
     # Fail before work: the whole config's values, then the data, before the workdir is
     # written.

@@ -4,9 +4,14 @@
     model = models.create_model("resnet32x4", num_classes=100, rngs=nnx.Rngs(0))
     logits = model(images)  # [N, 32, 32, 3] NHWC -> [N, 100] float32
 
+On CPU the convs compute weight gradients as im2col products (faster there than XLA's);
+`models.set_conv_weight_grad(model, "xla" | "im2col" | "auto")` switches a built model.
+
 Parameter counts equal the PyTorch definitions (pinned in tests/test_models.py).
 """
 
+from cud_jax.models.conv import (WEIGHT_GRAD_MODES, check_conv_weight_grad,
+                                 conv_im2col_weight_grad, set_conv_weight_grad)
 from cud_jax.models.mobilenetv2 import MobileNetV2
 from cud_jax.models.registry import count_params, create_model, create_text_model, list_models
 from cud_jax.models.resnet import CifarResNet

@@ -10,6 +10,9 @@ conventions in one place:
   batch) and epsilon 1e-5. Flax updates the running variance with the biased batch variance
   where PyTorch uses the unbiased one, a factor n/(n-1) that is negligible at CIFAR batch
   sizes.
+- Convs compute their weight gradient as im2col matrix products when traced for the CPU
+  backend, where XLA's own is slow (`cud_jax.models.conv`); `set_conv_weight_grad` switches
+  a built model.
 - `dtype` is the computation dtype (e.g. bfloat16); parameters are always float32.
   BatchNorm computes its batch statistics in float32 whatever `dtype` is.
 """
@@ -22,6 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from cud_jax.models.conv import conv_auto_weight_grad
 
 Dtype = Any
 
@@ -56,14 +61,15 @@ def conv(in_features: int, out_features: int, kernel_size: int, *, stride: int =
          dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.Conv:
     """A square conv with PyTorch's symmetric padding `kernel_size // 2` and float32 params.
 
-    A conv bias (VGG only) starts at zero, as RepDistiller's explicit init sets it.
+    A conv bias (VGG only) starts at zero, as RepDistiller's explicit init sets it. The weight
+    gradient is the "auto" mode of `cud_jax.models.conv` (im2col products on CPU).
     """
     pad = kernel_size // 2
     return nnx.Conv(
         in_features, out_features, (kernel_size, kernel_size), strides=stride,
         padding=((pad, pad), (pad, pad)), feature_group_count=groups, use_bias=use_bias,
         kernel_init=kernel_init, bias_init=zeros, dtype=dtype, param_dtype=jnp.float32,
-        rngs=rngs)
+        conv_general_dilated=conv_auto_weight_grad, rngs=rngs)
 
 
 def batch_norm(num_features: int, *, dtype: Dtype = jnp.float32,

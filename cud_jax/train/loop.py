@@ -1,7 +1,8 @@
 """The training loop of one stage: resume, step, log, check for NaN, checkpoint.
 
-Everything per step happens on device; the host only launches the jitted step, and reads
-metrics back every `log_every` steps (one transfer of a few scalars per step logged). The
+Everything per step happens on device; the host only launches the jitted step (or, with
+`steps_per_call` k > 1, one scan of k steps per launch), and reads metrics back every
+`log_every` steps (one transfer of a few scalars per step run). The
 epoch permutation is a pure function of (seed, epoch) and the augmentation key is folded with
 the step, so a run killed at any point and restarted replays exactly the same batches.
 """
@@ -52,6 +53,11 @@ class StageRun:
         each epoch's order and places the training arrays. None: replicated on the mesh.
       param_sharding, fsdp_min_size: the layout of the state on the mesh
         (`cud_jax.parallel.sharding.state_sharding`); the same as `step_fn`'s `state_sharding`.
+      steps_per_call: training steps per dispatch (`step_fn(..., num_steps=k)`). A call never
+        crosses a log point, a checkpoint, an epoch end or the end of the stage: the steps
+        left before the next one, when fewer than k, run one per call, so at most two
+        programs are compiled. Multiples of k for `log_every`, `checkpoint_every` and
+        `steps_per_epoch` keep every call at k steps.
     """
 
     name: str
@@ -70,8 +76,16 @@ class StageRun:
     placement: Optional[Placement] = None
     param_sharding: str = "replicated"
     fsdp_min_size: int = FSDP_MIN_SIZE
+    steps_per_call: int = 1
 
     def __post_init__(self):
+        if self.steps_per_call < 1:
+            raise ValueError(f"[{self.name}] steps_per_call={self.steps_per_call}; it must be "
+                             ">= 1 (parallel.steps_per_call).")
+        if self.steps_per_call > 1 and self.example_widths is not None:
+            raise ValueError(f"[{self.name}] length-bucketed batches change width from step to "
+                             "step and run one step per call; set parallel.steps_per_call=1 "
+                             "or data.length_buckets=().")
         if (self.example_widths is not None and self.placement is not None
                 and not self.placement.supports_length_buckets):
             raise ValueError("Length buckets need the replicated data placement: every shard "
@@ -101,16 +115,37 @@ def _epoch_order_fn(run: StageRun, placement: Placement, mesh) -> Callable:
     return bucketed
 
 
+def _per_step(pending: list) -> list:
+    """`[(step, host metrics)]` of every step run, from `(last step, metrics, steps)` entries
+    whose metrics are scalars (one step) or stacked along a leading axis (a scan of steps)."""
+    values = jax.device_get([metrics for _, metrics, _ in pending])
+    out = []
+    for (last, _, count), record in zip(pending, values):
+        if count == 1:
+            out.append((last, record))
+        else:
+            out += [(last - count + 1 + i, {k: v[i] for k, v in record.items()})
+                    for i in range(count)]
+    return out
+
+
+def _next_boundary(step: int, run: StageRun) -> int:
+    """The first step after `step` where the host acts: a log point, a checkpoint, an epoch
+    end (the next epoch reads another order) or the end of the stage."""
+    return min(run.total_steps,
+               *((step // every + 1) * every
+                 for every in (run.log_every, run.checkpoint_every, run.steps_per_epoch)))
+
+
 def _flush(pending: list, run: StageRun, writer: MetricWriter, last_good: int) -> dict:
     """Reads back buffered step metrics, fails on the first non-finite loss, logs the last."""
-    steps, metrics = zip(*pending)
-    values = jax.device_get(list(metrics))
-    for step, record in zip(steps, values):
+    values = _per_step(pending)
+    for step, record in values:
         if not np.isfinite(record["loss"]):
             raise NonFiniteLossError(
                 f"[{run.name}] loss is {record['loss']} at step {step}; stopping. The last good "
                 f"checkpoint (step {last_good}) in {run.checkpoint_dir} is kept.")
-    step, record = steps[-1], dict(values[-1])
+    step, record = values[-1][0], dict(values[-1][1])
     if run.lr_fn is not None:
         record["lr"] = float(run.lr_fn(step - 1))
     writer.write(step, record)
@@ -176,20 +211,29 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     limit = max_steps_in_flight()
     last_good = start
     epoch = None
+    step = start
     try:
-        for step in range(start, run.total_steps):
+        while step < run.total_steps:
             if step // run.steps_per_epoch != epoch:
                 epoch = step // run.steps_per_epoch
                 perm, widths = epoch_order(epoch)
             width = None if widths is None else int(widths[step % run.steps_per_epoch])
-            state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars,
-                                         width=width)
+            count = run.steps_per_call
+            if count > 1 and _next_boundary(step, run) - step >= count:
+                state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars,
+                                             width=width, num_steps=count)
+            else:
+                count = 1
+                state, metrics = run.step_fn(state, inputs, labels, perm, key, teacher_vars,
+                                             width=width)
             in_flight.append(metrics["loss"])
-            while len(in_flight) >= limit:  # limit 1: wait for this very step
+            while len(in_flight) >= limit:  # limit 1: wait for this very call
                 in_flight.popleft().block_until_ready()
-            done = step + 1
-            pending.append((done, metrics))
-            stop = preemption.stop_requested(done)  # the same answer on every process
+            done = step + count
+            pending.append((done, metrics, count))
+            # Asked after every step, as multi-process agreement needs (the same calls, so
+            # the same answers, on every process); a stop then saves at the call's end.
+            stop = any(preemption.stop_requested(s) for s in range(step + 1, done + 1))
             save_now = stop or done % run.checkpoint_every == 0 or done == run.total_steps
             if done % run.log_every == 0 or save_now:
                 record = _flush(pending, run, writer, last_good)
@@ -199,6 +243,7 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
                 last_good = done
             if stop:
                 raise preemption.Preempted(run.name, done, run.checkpoint_dir)
+            step = done
     finally:
         # Also on an interrupt: let an in-flight asynchronous save finish, so the restart
         # finds it.

@@ -1,10 +1,13 @@
 """The jit-compiled training step, shared by both stages (`make_train_step`).
 
 The whole training split lives on device (replicated, or one shard per device:
-`cud_jax.parallel.placement`); each step slices its batch indices from the epoch order, gathers the images, augments them, and runs forward and
-backward, all inside one `jax.jit` with the state donated. The batch axis is constrained to
-the mesh's `data` axis, so XLA splits the work over devices and inserts the gradient
-all-reduce (and the cross-device BatchNorm reductions) itself.
+`cud_jax.parallel.placement`); each step slices its batch indices from the epoch order,
+gathers the images, augments them, and runs forward and backward, all inside one `jax.jit`
+with the state donated. The batch axis is constrained to the mesh's `data` axis, so XLA
+splits the work over devices and inserts the gradient all-reduce (and the cross-device
+BatchNorm reductions) itself. The same function also runs
+several consecutive steps in one dispatch (`num_steps`: a `lax.scan` carrying the state), so
+the host's per-step launch cost is paid once per k steps.
 """
 
 from __future__ import annotations
@@ -56,9 +59,13 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                     augment: AugmentFn, *, batch_size: int, steps_per_epoch: int,
                     mesh: Mesh, teacher: Optional[TeacherFn] = None, state_sharding=None,
                     placement: Optional[Placement] = None):
-    """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None)`.
+    """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None, num_steps=None)`.
 
-    The step returns `(state, metrics)`.
+    The step returns `(state, metrics)`: one step's scalar metrics, or with `num_steps=k`
+    (static: one compilation per value) the state after k consecutive steps and every step's
+    metrics stacked along a leading axis of length k. The k steps are exactly the steps k
+    single calls would run (each folds the key with its own step number and slices its own
+    batch from `perm`), so they must lie within one epoch.
 
     Args:
       model_def: the trained model's graph definitions.
@@ -89,7 +96,7 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
     state_out = replicated(mesh) if state_sharding is None else state_sharding
     placement = placement or ReplicatedPlacement(mesh)
 
-    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None):
+    def one_step(state: TrainState, inputs, labels, perm, key, teacher_vars, width):
         take = placement.batch_rows(perm, state.step, batch_size=batch_size,
                                     steps_per_epoch=steps_per_epoch)
         step_key = jax.random.fold_in(key, state.step)
@@ -119,6 +126,18 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                                opt_state=opt_state)
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=(0,), static_argnames=("width",),
+    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None,
+             num_steps=None):
+        if num_steps is None:
+            return one_step(state, inputs, labels, perm, key, teacher_vars, width)
+
+        def body(carry, _):
+            carry, metrics = one_step(carry, inputs, labels, perm, key, teacher_vars, width)
+            # Pins the carry to the state's layout (FSDP shards stay sharded across steps).
+            return jax.lax.with_sharding_constraint(carry, state_out), metrics
+
+        return jax.lax.scan(body, state, length=num_steps)
+
+    return jax.jit(step, donate_argnums=(0,), static_argnames=("width", "num_steps"),
                    out_shardings=(state_out, None))
 
