@@ -278,8 +278,8 @@ def parallel_config() -> ml_collections.ConfigDict:
     p.param_sharding = "replicated"
     p.fsdp_min_size = FSDP_MIN_SIZE
     # How convs compute their weight gradient (cud_jax.models.conv): "im2col" matrix
-    # products, "xla"'s own backward conv, or "auto": im2col when traced for the CPU backend
-    # (where XLA's is slow), xla elsewhere. The same gradients up to float rounding.
+    # products, "xla"'s own backward conv, or "auto": im2col for depthwise convs on the CPU
+    # backend (where it measured faster), xla elsewhere. The same gradients up to rounding.
     p.conv_weight_grad = "auto"
     # Training steps per dispatch: k > 1 runs k steps in one jitted scan (the same steps,
     # equal up to float rounding), paying the host's launch cost once per k steps; the steps

@@ -131,12 +131,15 @@ def _uses_custom_vjp(layer) -> bool:
     return "custom_vjp" in str(apply(params, jnp.ones((1, 4, 4, 4))))
 
 
-def test_auto_mode_is_im2col_on_cpu():
-    layer = layers.conv(4, 4, 3, rngs=nnx.Rngs(0))  # the zoo's default mode
+def test_auto_mode_is_im2col_for_depthwise_convs_on_cpu():
     assert jax.default_backend() == "cpu"
-    assert _uses_custom_vjp(layer)
-    assert not _uses_custom_vjp(models.set_conv_weight_grad(layer, "xla"))
-    assert _uses_custom_vjp(models.set_conv_weight_grad(layer, "im2col"))
+    depthwise = layers.conv(4, 4, 3, groups=4, rngs=nnx.Rngs(0))  # the zoo's default mode
+    assert _uses_custom_vjp(depthwise)
+    assert not _uses_custom_vjp(layers.conv(4, 4, 3, rngs=nnx.Rngs(0)))  # XLA's measured faster
+    assert not _uses_custom_vjp(layers.conv(4, 8, 1, groups=2, rngs=nnx.Rngs(0)))
+    assert not _uses_custom_vjp(models.set_conv_weight_grad(depthwise, "xla"))
+    plain = models.set_conv_weight_grad(layers.conv(4, 4, 3, rngs=nnx.Rngs(0)), "im2col")
+    assert _uses_custom_vjp(plain)
 
 
 def test_unknown_mode_names_the_field_and_values():

@@ -133,6 +133,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     manager = checkpoints.open_manager(str(tmp_path / "ckpt"))
     assert manager.latest_step() == 3
     manager.close()
+    # Before the first checkpoint there is none to name: say so, and name the fix.
+    with pytest.raises(NonFiniteLossError, match=r"step 5; stopping. No checkpoint was written "
+                                                 r"before it .*--config.teacher.lr"):
+        _train(tmp_path / "early", make_mesh(), objective=nan_from_step_five, every=6)
 
 
 def test_config_guard_names_the_differing_fields(tmp_path):

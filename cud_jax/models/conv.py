@@ -1,22 +1,27 @@
-"""A 2-D convolution whose weight gradient is a matrix product, for backends where XLA's is slow.
+"""A 2-D convolution whose weight gradient is a matrix product, for where XLA's is slower.
 
-XLA:CPU computes the weight gradient of a convolution (the "backward filter" conv) 15-20x
-slower than the same numbers obtained as an im2col product: for each kernel tap (i, j), the
-strided slice of the padded input that the tap reads, contracted with the output gradient
-over batch and output pixels (results/conv_grad_cpu.md). `conv_im2col_weight_grad` is a
-drop-in for `lax.conv_general_dilated` with a `jax.custom_vjp`: the forward pass and the
-input gradient are XLA's own; only the weight gradient is rebuilt.
+`conv_im2col_weight_grad` is a drop-in for `lax.conv_general_dilated` with a
+`jax.custom_vjp`: the forward pass and the input gradient are XLA's own; the weight gradient
+is rebuilt as im2col products: for each kernel tap (i, j), the strided slice of the padded
+input that the tap reads, contracted with the output gradient over batch and output pixels.
+
+Measured on a 2-core x86 CPU with jax 0.10.2 (results/conv_grad_cpu.md and the whole-model
+rows there), XLA:CPU's own weight gradient is *not* uniformly slow: it wins for the small
+channel counts and small maps of the CIFAR ResNets (resnet20's forward + backward step 17%
+faster with XLA's), ties on resnet8x4, and loses on depthwise convs (1.3x per layer,
+MobileNetV2's step 14% faster with im2col) and on some large maps. An earlier measurement
+of a 15-20x gap did not reproduce. So "auto" uses im2col only where it measured faster.
 
 Which one a model uses is a static attribute of each `nnx.Conv` (its `conv_general_dilated`
 function), chosen by name:
 
 - "xla": `lax.conv_general_dilated`, XLA's forward and both gradients.
-- "im2col": `conv_im2col_weight_grad` on every backend.
-- "auto" (the zoo's default): im2col when the computation is traced for the CPU backend
-  (`jax.default_backend()`), XLA's own elsewhere (GPU/TPU weight gradients are fast).
+- "im2col": `conv_im2col_weight_grad` for every conv, on every backend.
+- "auto" (the zoo's default): im2col for depthwise convs when traced for the CPU backend
+  (`jax.default_backend()`), XLA's own for every other conv and on accelerators.
 
 `set_conv_weight_grad(model, mode)` switches every conv of a built model; training reads the
-mode from `config.conv_weight_grad`.
+mode from `config.parallel.conv_weight_grad`.
 """
 
 from __future__ import annotations
@@ -162,15 +167,22 @@ def conv_im2col_weight_grad(lhs, rhs, window_strides, padding, lhs_dilation=None
     return _conv_custom_vjp(lhs, rhs, spec, precision)
 
 
-def conv_auto_weight_grad(*args, **kwargs):
-    """`conv_im2col_weight_grad` when traced for the CPU backend, else `lax.conv_general_dilated`.
+def _is_depthwise(rhs, feature_group_count) -> bool:
+    """One input channel per group (HWIO kernel): MobileNetV2's and ShuffleNet's 3x3 convs."""
+    return feature_group_count > 1 and rhs.ndim == 4 and rhs.shape[2] == 1
+
+
+def conv_auto_weight_grad(lhs, rhs, *args, feature_group_count=1, **kwargs):
+    """`conv_im2col_weight_grad` for a depthwise conv traced for the CPU backend, else
+    `lax.conv_general_dilated` (see the module docstring for the measurements).
 
     The backend is read at trace time (`jax.default_backend()`), so one model definition
     serves CPU and accelerator runs.
     """
-    if jax.default_backend() == "cpu":
-        return conv_im2col_weight_grad(*args, **kwargs)
-    return lax.conv_general_dilated(*args, **kwargs)
+    fn = lax.conv_general_dilated
+    if jax.default_backend() == "cpu" and _is_depthwise(rhs, feature_group_count):
+        fn = conv_im2col_weight_grad
+    return fn(lhs, rhs, *args, feature_group_count=feature_group_count, **kwargs)
 
 
 _CONV_FNS: dict[str, Callable[..., Any]] = {

@@ -62,7 +62,8 @@ def conv(in_features: int, out_features: int, kernel_size: int, *, stride: int =
     """A square conv with PyTorch's symmetric padding `kernel_size // 2` and float32 params.
 
     A conv bias (VGG only) starts at zero, as RepDistiller's explicit init sets it. The weight
-    gradient is the "auto" mode of `cud_jax.models.conv` (im2col products on CPU).
+    gradient is the "auto" mode of `cud_jax.models.conv` (im2col products for depthwise
+    convs on CPU, XLA's own otherwise).
     """
     pad = kernel_size // 2
     return nnx.Conv(

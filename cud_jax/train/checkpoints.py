@@ -328,12 +328,12 @@ def check_or_write_config(path: str, config_dict: dict, *,
 
         diffs = sorted(k for k in set(old) | set(new) if differs(k))
         if diffs:
-            lines = [f"  {k}: workdir has {saved(k)!r}, now "
-                     f"{new.get(k, '<absent>')!r}" for k in diffs]
+            listed = "; ".join(f"{k}: workdir has {saved(k)!r}, now "
+                               f"{new.get(k, '<absent>')!r}" for k in diffs)
             raise ConfigMismatchError(
                 f"The workdir already holds a run with a different config ({path}); refusing "
-                "to mix them. Differences:\n" + "\n".join(lines)
-                + "\nUse a new --workdir, or rerun with the original config.")
+                f"to mix them. Differences: {listed}. Use a new --workdir, or rerun with the "
+                "original config.")
         return
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from cud_jax.data.batching import bucketed_epoch, bucketed_steps_per_epoch
+from cud_jax.errors import UserError
 from cud_jax.parallel import preemption
 from cud_jax.train import checkpoints
 from cud_jax.parallel.placement import Placement, ReplicatedPlacement
@@ -25,8 +26,12 @@ from cud_jax.train.state import TrainState
 from cud_jax.train.writers import MetricWriter, Progress
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and the checkpoint kept."""
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the checkpoint kept.
+
+    A user error: diverging training is fixed by the recipe (a smaller learning rate, float32
+    instead of bfloat16), so the command line prints it as one line.
+    """
 
 
 @dataclasses.dataclass
@@ -142,9 +147,13 @@ def _flush(pending: list, run: StageRun, writer: MetricWriter, last_good: int) -
     values = _per_step(pending)
     for step, record in values:
         if not np.isfinite(record["loss"]):
+            kept = (f"The last good checkpoint (step {last_good}) in {run.checkpoint_dir} "
+                    "is kept" if last_good is not None else
+                    f"No checkpoint was written before it (the first is due at step "
+                    f"{min(run.checkpoint_every, run.total_steps)})")
             raise NonFiniteLossError(
-                f"[{run.name}] loss is {record['loss']} at step {step}; stopping. The last good "
-                f"checkpoint (step {last_good}) in {run.checkpoint_dir} is kept.")
+                f"[{run.name}] loss is {record['loss']} at step {step}; stopping. {kept}. "
+                f"Lower --config.{run.name}.lr, or use float32 if the stage runs in bfloat16.")
     step, record = values[-1][0], dict(values[-1][1])
     if run.lr_fn is not None:
         record["lr"] = float(run.lr_fn(step - 1))
@@ -209,7 +218,7 @@ def train_stage(run: StageRun, state: TrainState, inputs, labels, *, mesh, write
     pending: list = []
     in_flight: collections.deque = collections.deque()
     limit = max_steps_in_flight()
-    last_good = start
+    last_good = start if restored is not None else None  # the newest checkpoint on disk
     epoch = None
     step = start
     try:
