@@ -79,7 +79,8 @@ def config_problems(config, *, num_devices: int) -> list[str]:
         problems += _stage_problems(name, config[name], num_devices)
     problems += _enum("data.placement", config.data.placement, PLACEMENTS)
     problems += _number("log_every", config.log_every, minimum=1, strict=False, integer=True)
-    problems += _number("checkpoint.every_steps", config.checkpoint.every_steps, minimum=1,
+    # 0 saves only at the end of a stage (the pipeline's `every_steps or total`).
+    problems += _number("checkpoint.every_steps", config.checkpoint.every_steps, minimum=0,
                         strict=False, integer=True)
     data_dir = config.data.data_dir
     if data_dir and not os.path.exists(os.path.expanduser(data_dir)):
