@@ -107,6 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.plots = True
     c.distributed = distributed_config()  # process layout of multi-host runs (defined below)
     c.parallel = parallel_config()  # how the train state is laid out on the mesh (below)
+    # Many runs in one program (cud_jax/sweep_pipeline.py): None for a single run, or the
+    # product of field values to train together, e.g. "seed=0,1,2;student.method=kd,cud".
+    c.sweep = config_dict.placeholder(str)
     return c
 
 

@@ -297,6 +297,9 @@ def run(config, workdir: str) -> dict:
     checkpoint and raises `preemption.Preempted` (see `cud_jax.parallel.preemption`).
     """
     configs.validate(config)  # every field the run reads is there, and nothing else
+    if config.sweep:  # many runs in one program: the sweep is checked before anything runs
+        from cud_jax import sweep_pipeline
+        sweep_pipeline.sweep_variants(config)
     if config.stage not in STAGES:
         raise ValueError(f"Unknown stage {config.stage!r}; valid values: {', '.join(STAGES)}.")
     check_param_sharding(*_param_layout(config))
@@ -312,6 +315,9 @@ def _run_locked(config, workdir: str) -> dict:
     distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
     task = place_eval_data(config, place_training_data(config, build_task(config.data), mesh),
                            mesh)
+    if config.sweep:
+        from cud_jax import sweep_pipeline
+        return sweep_pipeline.run_sweep(config, workdir, task, mesh)
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"

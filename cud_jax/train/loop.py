@@ -54,6 +54,8 @@ class StageRun:
         every epoch. None: one global permutation of a replicated split.
       param_sharding, fsdp_min_size: the layout of the state on the mesh
         (`cud_jax.parallel.sharding.state_sharding`); the same as `step_fn`'s `state_sharding`.
+      epoch_order: optional `epoch -> (order on device, per-step widths or None)` replacing
+        the one derived from `seed` (a sweep's stacked orders, `cud_jax.train.sweep`).
     """
 
     name: str
@@ -72,6 +74,7 @@ class StageRun:
     num_shards: Optional[int] = None
     param_sharding: str = "replicated"
     fsdp_min_size: int = FSDP_MIN_SIZE
+    epoch_order: Optional[Callable] = None
 
     def __post_init__(self):
         if self.example_widths is not None and self.num_shards is not None:
@@ -91,6 +94,8 @@ def _epoch_order_fn(run: StageRun, mesh) -> Callable:
     device; length-bucketed ones on the host (the widths choose which compiled step runs, so
     the host needs them anyway), then placed on the mesh.
     """
+    if run.epoch_order is not None:
+        return run.epoch_order
     if run.num_shards is not None:
         size = run.num_examples // run.num_shards
         permute = jax.jit(lambda seed, epoch: shard_permutations(seed, epoch, run.num_shards,

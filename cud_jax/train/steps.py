@@ -56,7 +56,28 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                     augment: AugmentFn, *, batch_size: int, steps_per_epoch: int,
                     mesh: Mesh, teacher: Optional[TeacherFn] = None, state_sharding=None,
                     sharded_data: bool = False):
-    """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None)`.
+    """`train_step_fn`'s step, jitted with the state donated (see there for the arguments).
+
+    `state_sharding`: the layout of the state, a pytree of shardings from
+    `cud_jax.parallel.sharding.state_sharding` (None: replicated). The new state keeps it,
+    so the donated input buffers are reused and the next step gets what it expects.
+    """
+    step = train_step_fn(model_def, tx, objective, augment, batch_size=batch_size,
+                         steps_per_epoch=steps_per_epoch, mesh=mesh, teacher=teacher,
+                         sharded_data=sharded_data)
+    state_out = replicated(mesh) if state_sharding is None else state_sharding
+    return jax.jit(step, donate_argnums=(0,), static_argnames=("width",),
+                   out_shardings=(state_out, None))
+
+
+def train_step_fn(model_def: ModelDef, tx: optax.GradientTransformation, objective,
+                  augment: AugmentFn, *, batch_size: int, steps_per_epoch: int,
+                  mesh: Mesh, teacher: Optional[TeacherFn] = None,
+                  sharded_data: bool = False):
+    """Builds `step(state, inputs, labels, perm, key, teacher_vars, width=None)`, not jitted.
+
+    `make_train_step` jits it for a single run; `cud_jax.train.sweep` vmaps it over the
+    run axis of a sweep first.
 
     The step returns `(state, metrics)`.
 
@@ -70,23 +91,18 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
       mesh: the device mesh; the batch is split along its `data` axis.
       teacher: how to get teacher probabilities, or None for the teacher stage and the
         `ce` student.
-      state_sharding: the layout of the state, a pytree of shardings from
-        `cud_jax.parallel.sharding.state_sharding` (None: replicated). The new state keeps it,
-        so the donated input buffers are reused and the next step gets what it expects.
       sharded_data: the training split is laid out one shard per device
         (`cud_jax.parallel.placement`): `inputs` `[D, n, ...]`, `labels` `[D, n]`, and
         `perm` `[D, n]` the shards' own orders; each batch takes `batch_size / D` examples
         from every shard.
 
-    The returned function is jitted with the state donated. `inputs`/`labels` are the whole
-    training split on device, `perm` the epoch's permutation; `key` is the run's base key,
+    `inputs`/`labels` are the whole training split on device, `perm` the epoch's permutation; `key` is the run's base key,
     folded with the step number so a resumed run draws the same augmentations. `width`
     (static: one compilation per value) keeps only the first `width` positions of each stored
     input: length-bucketed text batches (`cud_jax.data.bucketed_epoch`) read just the token
     columns their longest member needs.
     """
     data_sharding = batch_sharded(mesh)
-    state_out = replicated(mesh) if state_sharding is None else state_sharding
 
     def batch_rows(step, perm):
         """`take(per_example)`: the step's batch rows of an array laid out like the inputs."""
@@ -129,6 +145,5 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                                opt_state=opt_state)
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=(0,), static_argnames=("width",),
-                   out_shardings=(state_out, None))
+    return step
 

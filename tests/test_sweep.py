@@ -1,0 +1,171 @@
+"""Sweeps: a variant trained inside a sweep equals the same config trained alone.
+
+Tiny synthetic data and resnet8 models, a few steps across an epoch boundary; each sweep is
+compared, loss by loss, parameter by parameter and report number by report number, with the
+ordinary single-run path (`pipeline.run_training_stage` + `report.evaluate_run`).
+"""
+
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from cud_jax import pipeline, sweep_pipeline
+from cud_jax.evaluate import report
+from cud_jax.parallel.sharding import make_mesh
+from cud_jax.train import sweep as sweep_lib
+from cud_jax.train.tasks import build_task
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RTOL = 1e-5
+GRAD_NORM_RTOL = 1e-2
+
+
+def _config(sweep, **fields):
+    spec = importlib.util.spec_from_file_location("quickstart",
+                                                  os.path.join(REPO, "configs/quickstart.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.data.source_kwargs = dict(num_classes=10, num_superclasses=5, train_per_class=20,
+                                test_per_class=8, image_size=16)
+    c.data.val_size = 40
+    c.data.train_subset = 128
+    # Without augmentation: XLA fuses the crop into the single-run step's first convolution
+    # and sums BatchNorm's (cancelling) gradients in another order than the vmapped step, a
+    # float32 difference of ~1e-4 in the first layers' gradients (both programs agree with
+    # op-by-op evaluation to that order; the vmapped one closer). Augmentation keys are
+    # checked on their own below.
+    c.data.augment = False
+    for stage in (c.teacher, c.student):
+        stage.model = "resnet8"
+        stage.batch_size = 32
+        stage.epochs = 1.5  # 4 steps per epoch: 6 steps, across an epoch boundary
+        # A small learning rate: float32 summation-order differences between two programs
+        # grow step by step through BatchNorm on these tiny batches; at 0.05 they reach 5e-5
+        # in the loss after 6 steps, at 0.01 they stay well under 1e-5.
+        stage.lr = 0.01
+    c.student.dkd_warmup_epochs = 2.0
+    c.log_every = 1
+    c.checkpoint.every_steps = 4
+    c.eval.corruptions = ""
+    c.eval.ood_sets = ""
+    c.eval.plots = False
+    c.eval.batch_size = 40
+    c.sweep = sweep
+    for field, value in fields.items():
+        node = c
+        *parents, leaf = field.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return c
+
+
+def _records(workdir, stage):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["stage"] == stage]
+
+
+def _close(a, b, what):
+    """Every entry of the pytree `a` equals `b`'s to RTOL of the model's scale (its largest
+    entry). BatchNorm biases start at zero and learn from gradients that nearly cancel, so
+    their float32 summation order (vmapped vs single program) leaves ~1e-7 differences
+    that are large relative to their own ~1e-3 values but not to the model's weights."""
+    scale = max(float(np.max(np.abs(y))) for y in jax.tree_util.tree_leaves(b))
+    jax.tree_util.tree_map(
+        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=RTOL,
+                                                atol=RTOL * scale, err_msg=what), a, b)
+
+
+def _run_sweep(config, workdir, mesh):
+    os.makedirs(workdir, exist_ok=True)
+    pipeline.write_run_info(config, workdir, mesh)
+    task = build_task(config.data)
+    return sweep_pipeline.run_sweep(config, workdir, task, mesh), task
+
+
+def _alone(variant, workdir, task, mesh, teachers):
+    """The variant trained and evaluated as a single run; returns (student, report, folder
+    of its teacher's metrics or None). Teachers of equal config are trained once."""
+    config = variant.config
+    teacher = teacher_dir = None
+    if config.student.method != "ce":
+        key = sweep_pipeline._teacher_key(variant)
+        if key not in teachers:
+            directory = os.path.join(os.path.dirname(workdir), f"teacher{len(teachers)}")
+            teachers[key] = (pipeline.run_training_stage("teacher", config, directory, task,
+                                                         mesh), directory)
+        teacher, teacher_dir = teachers[key]
+    student = pipeline.run_training_stage("student", config, workdir, task, mesh, teacher)
+    rep = report.evaluate_run(config, workdir, task, mesh, teacher=teacher, student=student)
+    return student, rep, teacher_dir
+
+
+def _same_records(swept, single, what):
+    assert len(swept) == len(single) == 6, what
+    for a, b in zip(swept, single):
+        assert set(a) == set(b), (what, set(a) ^ set(b))
+        names = sorted(k for k in a if k not in ("stage", "grad_norm"))
+        # Loss terms (kd, ce) are held to the precision of the loss they add up to.
+        np.testing.assert_allclose([a[k] for k in names], [b[k] for k in names], rtol=RTOL,
+                                   atol=RTOL * abs(b["loss"]), err_msg=f"{what}: {names}")
+        # The gradient norm sums BatchNorm gradients that nearly cancel: float32 summation
+        # order (vmapped vs single program) shows at ~1e-4 there and nowhere else.
+        np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=GRAD_NORM_RTOL,
+                                   err_msg=what)
+
+
+def _report_numbers(rep):
+    return {name: {k: entry[k] for k in ("clean", "temperature_scaled")}
+            for name, entry in rep["models"].items()}
+
+
+def _check_equivalence(sweep, tmp_path, mesh, **fields):
+    config = _config(sweep, **fields)
+    variants = sweep_pipeline.sweep_variants(config)
+    reports, task = _run_sweep(config, str(tmp_path / "sweep"), mesh)
+    students = sweep_pipeline.load_stacked_stage(
+        "student", config, [v.config for v in variants], str(tmp_path / "sweep"), task, mesh)
+    teachers = {}
+    for i, variant in enumerate(variants):
+        alone_dir = str(tmp_path / "alone" / variant.name)
+        student, rep, teacher_dir = _alone(variant, alone_dir, task, mesh, teachers)
+        swept_dir = str(tmp_path / "sweep" / "runs" / variant.name)
+        _same_records(_records(swept_dir, "student"), _records(alone_dir, "student"),
+                      f"{variant.name} student")
+        if teacher_dir is None:
+            assert _records(swept_dir, "teacher") == [], "a ce student has no teacher"
+        else:
+            _same_records(_records(swept_dir, "teacher"), _records(teacher_dir, "teacher"),
+                          f"{variant.name} teacher")
+        _close(students.run(i).params, student.params, variant.name)
+        _close(students.run(i).model_state, student.model_state, variant.name)
+        _close(_report_numbers(reports[variant.name]), _report_numbers(rep), variant.name)
+        assert os.path.isfile(os.path.join(swept_dir, "report.md"))
+    with open(tmp_path / "sweep" / "compare.md") as f:
+        table = f.read()
+    assert f"{len(variants)} runs" in table
+    return variants
+
+
+def test_student_sweep_of_seeds_and_methods_equals_runs_alone(tmp_path):
+    # Seeds give two teachers (stacked, each gathered for its two students); methods select
+    # between the kd and cud objectives per variant.
+    variants = _check_equivalence("seed=0,1;student.method=kd,cud", tmp_path,
+                                  make_mesh(jax.devices()[:1]))
+    assert [v.name for v in variants] == ["seed=0,method=kd", "seed=0,method=cud",
+                                          "seed=1,method=kd", "seed=1,method=cud"]
+
+
+def test_teacher_sweep_equals_runs_alone(tmp_path):
+    _check_equivalence("teacher.loss=ce,dus", tmp_path, make_mesh(jax.devices()[:1]))
+
+
+def test_shared_teacher_sweep_of_methods_and_settings_equals_runs_alone(tmp_path):
+    # One teacher serves every variant (not stacked); a ce student beside distilled ones.
+    _check_equivalence("student.method=ce,dkd;student.temperature=2.0,4.0", tmp_path,
+                       make_mesh(jax.devices()[:1]))
