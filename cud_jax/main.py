@@ -5,6 +5,8 @@
         --workdir=runs/c100 --config.data.data_dir=~/data
 
 `--config.x=y` overrides any config field; `--config.stage` picks teacher|student|eval|all.
+`--config.sweep="seed=0,1,2;student.method=kd,cud"` trains every combination together in one
+program (see cud_jax/sweep_pipeline.py).
 
 Multi-process runs start every process with the same command (see launch/README.md);
 `--config.distributed.*` says how they meet when no cluster is detected. Exit status 75
@@ -44,7 +46,10 @@ def main(argv) -> None:
         logging.warning("%s", stopped)
         print(stopped, flush=True)
         sys.exit(preemption.EXIT_PREEMPTED)
-    if report:
+    if report and _CONFIG.value.sweep:  # one report per variant, and their comparison
+        print(f"Reports written to {os.path.join(_WORKDIR.value, 'runs', '*', 'report.md')}; "
+              f"comparison in {os.path.join(_WORKDIR.value, 'compare.md')}")
+    elif report:
         print(f"Report written to {os.path.join(_WORKDIR.value, 'report.md')}")
 
 

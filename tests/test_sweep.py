@@ -8,6 +8,8 @@ ordinary single-run path (`pipeline.run_training_stage` + `report.evaluate_run`)
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -247,3 +249,60 @@ def test_sweep_flags_fail_with_one_line_naming_the_field():
         assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="placement=replicated"):
         sweep_pipeline.sweep_variants(_config("seed=0,1", **{"data.placement": "sharded"}))
+
+
+def test_killed_sweep_resumes_to_the_same_reports(tmp_path, monkeypatch):
+    mesh = make_mesh(jax.devices()[:1])
+    config = _config("teacher.loss=ce,dus")
+    full, _ = _run_sweep(config, str(tmp_path / "full"), mesh)
+
+    real_builder = sweep_lib.make_sweep_step
+
+    def dying_builder(*args, **kwargs):
+        step, calls = real_builder(*args, **kwargs), []
+
+        def dying_step(*step_args, **step_kwargs):
+            # Killed in the student stage during step 6, after the checkpoint at step 4.
+            if kwargs.get("teacher") is not None and len(calls) == 5:
+                raise KeyboardInterrupt
+            calls.append(1)
+            return step(*step_args, **step_kwargs)
+
+        return dying_step
+
+    monkeypatch.setattr(sweep_lib, "make_sweep_step", dying_builder)
+    with pytest.raises(KeyboardInterrupt):
+        _run_sweep(config, str(tmp_path / "killed"), mesh)
+    monkeypatch.undo()
+    resumed, _ = _run_sweep(config, str(tmp_path / "killed"), mesh)  # the same command again
+    assert set(resumed) == set(full) == {"loss=ce", "loss=dus"}
+    for name in full:
+        for model in ("teacher", "student"):
+            _close(resumed[name]["models"][model]["clean"], full[name]["models"][model]["clean"],
+                   f"{name} {model}")
+        killed = _records(str(tmp_path / "killed" / "runs" / name), "student")
+        reference = _records(str(tmp_path / "full" / "runs" / name), "student")
+        # The log holds steps 1-5 of the killed run, then 5-6 of the resumed one.
+        assert [r["step"] for r in killed] == [1, 2, 3, 4, 5, 5, 6]
+        np.testing.assert_allclose([r["loss"] for r in killed[5:]],
+                                   [r["loss"] for r in reference[4:]], rtol=1e-6)
+
+
+def test_command_line_sweep_writes_each_run_and_the_comparison(tmp_path):
+    workdir = str(tmp_path / "cli")
+    flags = ["--config.sweep=seed=0,1;student.method=ce", "--config.data.train_subset=128",
+             "--config.data.val_size=64", "--config.data.test_subset=64",
+             "--config.student.epochs=1", "--config.student.model=resnet8",
+             "--config.eval.corruptions=", "--config.eval.ood_sets=", "--config.eval.plots=False",
+             "--config.log_every=2"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    result = subprocess.run([sys.executable, "-m", "cud_jax.main", "--config=configs/quickstart.py",
+                             f"--workdir={workdir}", *flags], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("seed=0,method=ce", "seed=1,method=ce"):
+        for output in ("config.json", "metrics.jsonl", "report.json", "report.md"):
+            assert os.path.isfile(os.path.join(workdir, "runs", name, output)), (name, output)
+    with open(os.path.join(workdir, "compare.md")) as f:
+        assert "| ce student (no teacher) | 2 |" in f.read()
+    assert "compare.md" in result.stdout
