@@ -2,7 +2,7 @@
 
     python benchmarks/bench_sweep.py                                  # CPU: resnet8 -> resnet20
     python benchmarks/bench_sweep.py --teacher=resnet32x4 --student=resnet8x4 \
-        --num_runs=1,2,4,8,16 --rounds=5 --steps_per_call=10 --name=sweep_gpu      # a GPU
+        --num_runs=1,2,4,8,16 --per_pass=0 --rounds=5 --steps_per_call=10 --name=sweep_gpu      # a GPU
 
 Each of the N runs is a KD student of one shared frozen teacher with its own seed (its own
 initialisation, epoch order and augmentation key), as `config.sweep="seed=..."` trains them
@@ -89,18 +89,21 @@ def bench(args) -> dict:
     runners["single"], compile_s["single"] = _timed_runner(
         single, put_replicated(single_state, mesh), (inputs, labels, perm, key, teacher_vars),
         args.steps_per_call)
+    sweeps = {}
     for num in args.num_runs:
         seeds = list(range(num))
-        state = sweep_lib.stack_states([_state(args.student, s + 1, tx)[1] for s in seeds])
-        step = sweep_lib.make_sweep_step(
-            s_def, tx, [objective], [0] * num, _augment, batch_size=args.batch,
-            steps_per_epoch=spe, mesh=mesh, teacher=teacher_fn,
-            keys=sweep_lib.stacked_keys(seeds), orders_stacked=True)
-        orders = sweep_lib.stacked_epoch_order(seeds, n, mesh)(0)[0]
-        name = f"sweep_{num}"
-        runners[name], compile_s[name] = _timed_runner(
-            step, put_replicated(state, mesh), (inputs, labels, orders, key, teacher_vars),
-            args.steps_per_call)
+        for per_pass in sorted({min(p or num, num) for p in args.per_pass}):
+            state = sweep_lib.stack_states([_state(args.student, s + 1, tx)[1] for s in seeds])
+            step = sweep_lib.make_sweep_step(
+                s_def, tx, [objective], [0] * num, _augment, batch_size=args.batch,
+                steps_per_epoch=spe, mesh=mesh, teacher=teacher_fn,
+                keys=sweep_lib.stacked_keys(seeds), orders_stacked=True, per_pass=per_pass)
+            orders = sweep_lib.stacked_epoch_order(seeds, n, mesh)(0)[0]
+            name = f"sweep_{num}_by_{per_pass}"
+            sweeps[name] = (num, per_pass)
+            runners[name], compile_s[name] = _timed_runner(
+                step, put_replicated(state, mesh), (inputs, labels, orders, key, teacher_vars),
+                args.steps_per_call)
     best = {name: float("inf") for name in runners}
     for _ in range(args.rounds):  # alternate, best of rounds: the least disturbed timing
         for name, run in runners.items():
@@ -108,12 +111,12 @@ def bench(args) -> dict:
     rows = {"single": {"runs": 1, "step_ms": 1000 * best["single"],
                        "images_per_s": args.batch / best["single"],
                        "compile_s": compile_s["single"]}}
-    for num in args.num_runs:
-        seconds = best[f"sweep_{num}"]
-        rows[f"sweep_{num}"] = {"runs": num, "step_ms": 1000 * seconds,
-                                "images_per_s": num * args.batch / seconds,
-                                "speedup_vs_sequential": num * best["single"] / seconds,
-                                "compile_s": compile_s[f"sweep_{num}"]}
+    for name, (num, per_pass) in sweeps.items():
+        seconds = best[name]
+        rows[name] = {"runs": num, "per_pass": per_pass, "step_ms": 1000 * seconds,
+                      "images_per_s": num * args.batch / seconds,
+                      "speedup_vs_sequential": num * best["single"] / seconds,
+                      "compile_s": compile_s[name]}
     return rows
 
 
@@ -123,12 +126,15 @@ def main():
     parser.add_argument("--student", default="resnet20")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--num_runs", default="1,4")
+    parser.add_argument("--per_pass", default="1,0",
+                        help="runs vectorised per pass to time (0: all N in one vmap)")
     parser.add_argument("--steps_per_call", type=int, default=3)
     parser.add_argument("--num_examples", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="sweep_cpu")
     args = parser.parse_args()
     args.num_runs = [int(x) for x in args.num_runs.split(",")]
+    args.per_pass = [int(x) for x in args.per_pass.split(",")]
 
     start = time.perf_counter()
     rows = bench(args)
@@ -141,6 +147,8 @@ def main():
              "augmentation) in one vmapped program; sequential = N plain runs one after "
              "another (N x the single step time). Best of "
              f"{args.rounds} timings of {args.steps_per_call} steps, variants alternating.",
+             " `sweep_N_by_P`: N runs, P of them vectorised per pass (P = N: one vmap over "
+             "all; P = 1: `lax.map`, one run after another inside the one program).",
              "", "| program | runs | ms/step | aggregate images/s | x sequential | "
              "compile s |", "|---|---|---|---|---|---|"]
     for name, row in rows.items():

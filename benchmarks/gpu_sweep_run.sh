@@ -13,6 +13,6 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 benchmarks/bench_sweep.py --teacher=resnet32x4 --student=resnet8x4 --batch=64 \
-  --num_runs=1,2,4,8,16 --rounds=5 --steps_per_call=20 --num_examples=8192 \
+  --num_runs=1,2,4,8,16 --per_pass=0 --rounds=5 --steps_per_call=20 --num_examples=8192 \
   --name=sweep_gpu || exit 1
 cp results/sweep_gpu.md results/sweep_gpu.json "$OUT"/ 2>/dev/null || true

@@ -276,7 +276,8 @@ def train_stacked_stage(name: str, config, runs: list, workdir: str, task: Task,
         model_def, tx, objective_fns, index, task.augment, batch_size=cfg.batch_size,
         steps_per_epoch=spe, mesh=mesh, teacher=teacher_fn, teachers_stacked=teachers_stacked,
         keys=sweep_lib.stacked_keys(seeds) if own_orders else None, orders_stacked=own_orders,
-        state_sharding=state_sharding(state, mesh, rule, min_size))
+        state_sharding=state_sharding(state, mesh, rule, min_size),
+        per_pass=sweep_lib.runs_per_pass(config.parallel.sweep_runs_per_pass, len(runs)))
     lr_fn = optim.learning_rate_schedule(cfg, spe, total)
     # Seeds not swept: every run has the sweep's seed, the stage run's own order and key.
     run = pipeline._stage_run(name, cfg, config, workdir, task, step_fn, spe, total, lr_fn)

@@ -113,18 +113,35 @@ def stacked_keys(seeds: Sequence[int]) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
 
 
+def runs_per_pass(setting: int, num_runs: int) -> int:
+    """How many runs one pass of the sweep step vectorises (`parallel.sweep_runs_per_pass`).
+
+    0 (auto): all of them on accelerators, where one run leaves the device mostly idle; one
+    at a time on CPU, where XLA turns a vmapped convolution with per-run weights into a
+    grouped convolution that runs several times slower than the runs one by one
+    (results/sweep_cpu.md). Either way the sweep is one compiled program.
+    """
+    if setting < 0:
+        raise ValueError(f"parallel.sweep_runs_per_pass must be >= 0, got {setting}.")
+    if setting == 0:
+        setting = 1 if jax.default_backend() == "cpu" else num_runs
+    return min(setting, num_runs)
+
+
 def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
                     objectives: Sequence[Callable], objective_index: Sequence[int],
                     augment, *, batch_size: int, steps_per_epoch: int, mesh: Mesh,
                     teacher: Optional[steps.TeacherFn] = None, teachers_stacked: bool = False,
                     keys: Optional[jax.Array] = None, orders_stacked: bool = False,
-                    state_sharding=None) -> Callable:
+                    state_sharding=None, per_pass: Optional[int] = None) -> Callable:
     """The step of a sweep, with the single-run step's signature and a stacked state.
 
     Returns `step(state, inputs, labels, perm, key, teacher_vars, width=None) ->
     (state, metrics)`, jitted with the state donated, for `cud_jax.train.loop.train_stage`.
     `state` holds N runs stacked on axis 0 (`stack_states`); the per-run step is
-    `steps.train_step_fn(...)` with `select_objective(objectives, objective_index[i])`.
+    `steps.train_step_fn(...)` with `select_objective(objectives, objective_index[i])`,
+    mapped over the runs `per_pass` at a time (`jax.vmap` over all N when `per_pass >= N`,
+    else `jax.lax.map` with that batch size; None: all N).
 
     Args:
       model_def, tx, augment, batch_size, steps_per_epoch, mesh, teacher: as for
@@ -138,31 +155,46 @@ def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
       orders_stacked: `perm` is `[N, n]`, each variant's own epoch order
         (`stacked_epoch_order`); else one order shared by all.
       state_sharding: the layout of the stacked state (None: replicated).
+      per_pass: runs vectorised together (`runs_per_pass`).
 
     The metrics are `loss` (mean over variants, NaN when any variant's loss is not finite,
     so the loop's check stops the sweep), `accuracy` (mean), and `runs`: every per-run
     metric as an `[N]` array.
     """
+    num_runs = len(objective_index)
+    per_pass = num_runs if per_pass is None else per_pass
     index = jnp.asarray(objective_index, jnp.int32)
-    teacher_axis = 0 if (teacher is not None and teachers_stacked) else None
-    key_axis = None if keys is None else 0
-    order_axis = 0 if orders_stacked else None
-    # Everything of the state is per run except the shared step counter (`stack_states`).
-    state_axes = TrainState(step=None, params=0, model_state=0, opt_state=0)
+    stacked_teacher = teacher is not None and teachers_stacked
 
     def sweep_step(state, inputs, labels, perm, key, teacher_vars, run_keys, run_index,
                    width=None):
-        def one_run(run_state, run_perm, run_key, run_teacher, objective_id):
+        # What differs per run is mapped over; what all runs share is closed over.
+        mapped = {"params": state.params, "model_state": state.model_state,
+                  "opt_state": state.opt_state, "objective": run_index}
+        if orders_stacked:
+            mapped["perm"] = perm
+        if run_keys is not None:
+            mapped["key"] = run_keys
+        if stacked_teacher:
+            mapped["teacher"] = teacher_vars
+
+        def one_run(run):
+            run_state = TrainState(step=state.step, params=run["params"],
+                                   model_state=run["model_state"], opt_state=run["opt_state"])
             step = steps.train_step_fn(
-                model_def, tx, select_objective(objectives, objective_id), augment,
+                model_def, tx, select_objective(objectives, run["objective"]), augment,
                 batch_size=batch_size, steps_per_epoch=steps_per_epoch, mesh=mesh,
                 teacher=teacher)
-            return step(run_state, inputs, labels, run_perm, run_key, run_teacher, width)
+            new, metrics = step(run_state, inputs, labels, run.get("perm", perm),
+                                run.get("key", key), run.get("teacher", teacher_vars), width)
+            return (new.params, new.model_state, new.opt_state), metrics
 
-        new_state, metrics = jax.vmap(
-            one_run, in_axes=(state_axes, order_axis, key_axis, teacher_axis, 0),
-            out_axes=(state_axes, 0))(
-                state, perm, key if run_keys is None else run_keys, teacher_vars, run_index)
+        if per_pass >= num_runs:
+            updated, metrics = jax.vmap(one_run)(mapped)
+        else:
+            updated, metrics = jax.lax.map(one_run, mapped,
+                                           batch_size=per_pass if per_pass > 1 else None)
+        new_state = TrainState(state.step + 1, *updated)
         loss = metrics["loss"]
         summary = {"loss": jnp.where(jnp.all(jnp.isfinite(loss)), jnp.mean(loss), jnp.nan),
                    "accuracy": jnp.mean(metrics["accuracy"]), "runs": metrics}
