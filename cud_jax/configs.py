@@ -265,8 +265,8 @@ def parallel_config() -> ml_collections.ConfigDict:
     # models whose parameters and optimiser state do not fit on one device.
     p.param_sharding = "replicated"
     p.fsdp_min_size = FSDP_MIN_SIZE
-    # Sweeps (config.sweep): how many runs one pass of the step vectorises; 0 = all on
-    # accelerators, one at a time on CPU (cud_jax.train.sweep.runs_per_pass).
+    # Sweeps (config.sweep): how many runs one pass of the step vectorises; 0 = all of them
+    # (cud_jax.train.sweep.runs_per_pass).
     p.sweep_runs_per_pass = 0
     return p
 

@@ -178,26 +178,23 @@ def _check_equivalence(sweep, tmp_path, mesh, **fields):
 
 def test_student_sweep_of_seeds_and_methods_equals_runs_alone(tmp_path):
     # Seeds give two teachers (stacked, each gathered for its two students); methods select
-    # between the kd and cud objectives per variant. The CPU default: one run per pass.
+    # between the kd and cud objectives per variant. Two runs per pass: the step is mapped
+    # (lax.map) over chunks of two vmapped runs.
     variants = _check_equivalence("seed=0,1;student.method=kd,cud", tmp_path,
-                                  make_mesh(jax.devices()[:1]))
+                                  make_mesh(jax.devices()[:1]),
+                                  **{"parallel.sweep_runs_per_pass": 2})
     assert [v.name for v in variants] == ["seed=0,method=kd", "seed=0,method=cud",
                                           "seed=1,method=kd", "seed=1,method=cud"]
 
 
-#: All runs in one vmapped pass (the accelerator default; CPU's is one run at a time).
-VMAP_ALL = {"parallel.sweep_runs_per_pass": 16}
-
-
 def test_teacher_sweep_equals_runs_alone(tmp_path):
-    _check_equivalence("teacher.loss=ce,dus", tmp_path, make_mesh(jax.devices()[:1]),
-                       **VMAP_ALL)
+    _check_equivalence("teacher.loss=ce,dus", tmp_path, make_mesh(jax.devices()[:1]))
 
 
 def test_shared_teacher_sweep_of_methods_and_settings_equals_runs_alone(tmp_path):
     # One teacher serves every variant (not stacked); a ce student beside distilled ones.
     _check_equivalence("student.method=ce,dkd;student.temperature=2.0,4.0", tmp_path,
-                       make_mesh(jax.devices()[:1]), **VMAP_ALL)
+                       make_mesh(jax.devices()[:1]))
 
 
 def test_variants_differ_where_they_should_and_nowhere_else():

@@ -116,16 +116,13 @@ def stacked_keys(seeds: Sequence[int]) -> jax.Array:
 def runs_per_pass(setting: int, num_runs: int) -> int:
     """How many runs one pass of the sweep step vectorises (`parallel.sweep_runs_per_pass`).
 
-    0 (auto): all of them on accelerators, where one run leaves the device mostly idle; one
-    at a time on CPU, where XLA turns a vmapped convolution with per-run weights into a
-    grouped convolution that runs several times slower than the runs one by one
-    (results/sweep_cpu.md). Either way the sweep is one compiled program.
+    0 (default): all of them, one `jax.vmap`. A smaller number maps the step over chunks of
+    that many runs (`jax.lax.map`), which bounds memory but, on XLA:CPU at least, runs far
+    slower (results/sweep_cpu.md: the loop body's convolutions lose their fast path).
     """
     if setting < 0:
         raise ValueError(f"parallel.sweep_runs_per_pass must be >= 0, got {setting}.")
-    if setting == 0:
-        setting = 1 if jax.default_backend() == "cpu" else num_runs
-    return min(setting, num_runs)
+    return num_runs if setting == 0 else min(setting, num_runs)
 
 
 def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
