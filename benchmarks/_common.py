@@ -53,6 +53,18 @@ def provenance(wall_seconds: float) -> dict:
             "wall_seconds": round(wall_seconds, 1)}
 
 
+def results_header(title: str, meta: dict, load: tuple[float, float]) -> list[str]:
+    """A results file's first lines: title, command, provenance and the machine's load.
+
+    `load`: the 1-minute load average at the start and at the end (a shared machine's
+    figures are only comparable within one file).
+    """
+    return [f"# {title}", "", f"Command: `{meta['command']}`  ",
+            f"Commit {meta['commit']}, {meta['date']}, {meta['hardware']}, backend "
+            f"{jax.default_backend()}, jax {meta['jax']}, wall {meta['wall_seconds']} s; "
+            f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end.", ""]
+
+
 def time_call(fn, *, repeats: int = 5, number: int = 1) -> float:
     """Median seconds per call of `fn()` (which must block until its result is ready)."""
     times = []

@@ -22,7 +22,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -30,7 +29,7 @@ from jax import lax
 # the benchmark helpers.
 sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                 os.path.dirname(os.path.abspath(__file__))]
-from _common import provenance, write_results  # noqa: E402
+from _common import provenance, results_header, write_results  # noqa: E402
 
 from cud_jax.models.conv import conv_im2col_weight_grad  # noqa: E402
 
@@ -104,12 +103,9 @@ def main():
         print(rows[-1], flush=True)
     load_after = os.getloadavg()[0]
     meta = provenance(time.time() - start)
-    lines = [
-        "# Conv layer: forward, input gradient, weight gradient (XLA vs im2col VJP)", "",
-        f"Command: `{meta['command']}`  ",
-        f"Commit {meta['commit']}, {meta['date']}, {meta['hardware']}, jax {meta['jax']}, "
-        f"wall {meta['wall_seconds']} s; 1-minute load average {load_before:.1f} at the "
-        f"start, {load_after:.1f} at the end.", "",
+    lines = results_header(
+        "Conv layer: forward, input gradient, weight gradient (XLA vs im2col VJP)", meta,
+        (load_before, load_after)) + [
         f"3x3 conv, padding 1, batch {args.batch}, {args.size}x{args.size} input, float32; "
         f"ms, best of {args.repeats} alternating rounds after a compile call. Forward and "
         "input gradient are XLA's in both modes; rel. diff = max |im2col - xla| / max |xla| "

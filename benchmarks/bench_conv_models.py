@@ -22,7 +22,7 @@ from flax import nnx
 
 sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                 os.path.dirname(os.path.abspath(__file__))]
-from _common import provenance, write_results  # noqa: E402
+from _common import provenance, results_header, write_results  # noqa: E402
 
 from cud_jax import models  # noqa: E402
 
@@ -73,13 +73,10 @@ def main() -> None:
         print(rows[-1], flush=True)
     load_after = os.getloadavg()[0]
     meta = provenance(time.time() - start)
-    lines = [
-        "# Zoo models: forward + backward with each conv weight-gradient mode", "",
-        f"Command: `{meta['command']}`  ",
-        f"Commit {meta['commit']}, {meta['date']}, {meta['hardware']}, backend "
-        f"{jax.default_backend()}, jax {meta['jax']}, wall {meta['wall_seconds']} s; "
-        f"1-minute load average {load_before:.1f} at the start, {load_after:.1f} at the end.",
-        "", f"Gradient of the cross-entropy w.r.t. all parameters, batch {args.batch}, 32x32, "
+    lines = results_header(
+        "Zoo models: forward + backward with each conv weight-gradient mode", meta,
+        (load_before, load_after)) + [
+        f"Gradient of the cross-entropy w.r.t. all parameters, batch {args.batch}, 32x32, "
         f"float32, training mode; ms per step, best of {args.repeats} alternating rounds after "
         "a compile call. xla / im2col > 1: the im2col weight gradient is faster.", "",
         "| model | xla ms | im2col ms | auto ms | xla / im2col | xla / auto |",

@@ -2,11 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from _cli import run_main
 from cud_jax import pipeline
 from cud_jax.train import checkpoints
 
@@ -37,11 +36,7 @@ def _load_quickstart():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    result = subprocess.run(
-        [sys.executable, "-m", "cud_jax.main", "--config=configs/quickstart.py",
-         f"--workdir={workdir}", *TINY], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=600)
+    result = run_main("configs/quickstart.py", workdir, *TINY, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[teacher] step 4/4" in result.stdout and "[student] step 4/4" in result.stdout
     return workdir

@@ -3,9 +3,6 @@ sources (cud_jax.data.text_files), down to a training run from the command line.
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 
 pytest.importorskip("tokenizers")
 
+from _cli import run_main  # noqa: E402
 from cud_jax import data  # noqa: E402
 from cud_jax.data import text_files  # noqa: E402
 from cud_jax.configs import text_config  # noqa: E402
@@ -159,11 +157,7 @@ def test_cli_trains_on_an_intents_csv(tmp_path, tokenizer):
              "--config.teacher.batch_size=8", "--config.student.batch_size=8",
              "--config.teacher.lr=0.003", "--config.student.lr=0.003",
              "--config.eval.batch_size=16", "--config.log_every=2"]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    result = subprocess.run(
-        [sys.executable, "-m", "cud_jax.main", "--config=configs/banking77.py:offline=1",
-         f"--workdir={workdir}", *flags], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=900)
+    result = run_main("configs/banking77.py:offline=1", workdir, *flags)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((workdir / "report.json").read_text())
     assert report["dataset"]["num_classes"] == 4

@@ -7,18 +7,17 @@ newest checkpoint (empty `_METADATA`, truncated array file), a checkpoint of ano
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _cli import run_main
 from cud_jax.errors import UserError
 from cud_jax.main import user_error_message
 from cud_jax.train import checkpoints
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = "configs/quickstart.py"
 
 
 def _state(offset):
@@ -94,15 +93,8 @@ def test_os_errors_of_the_users_paths_are_one_line_and_bugs_are_not():
     assert user_error_message(checkpoints.ConfigMismatchError("differs")) == "differs"
 
 
-def _main(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "cud_jax.main",
-                           "--config=configs/quickstart.py", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
-
-
 def test_a_misspelled_field_is_one_line_naming_the_field(tmp_path):
-    result = _main(f"--workdir={tmp_path}", "--config.student.methd=kd")
+    result = run_main(QUICKSTART, tmp_path, "--config.student.methd=kd", timeout=300)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -114,11 +106,11 @@ def test_a_misspelled_field_is_one_line_naming_the_field(tmp_path):
 def test_a_workdir_that_is_a_file_is_one_line_and_debug_shows_the_traceback(tmp_path):
     workdir = tmp_path / "a_file"
     workdir.write_text("not a folder")
-    result = _main(f"--workdir={workdir}")
+    result = run_main(QUICKSTART, workdir, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and str(workdir) in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    debug = _main(f"--workdir={workdir}", env={"CUD_JAX_DEBUG": "1"})
+    debug = run_main(QUICKSTART, workdir, env={"CUD_JAX_DEBUG": "1"}, timeout=300)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 

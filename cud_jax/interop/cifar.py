@@ -32,6 +32,7 @@ from flax import nnx
 
 from cud_jax import models
 from cud_jax.models import mobilenetv2, resnet, shufflenet, vgg, wide_resnet
+from cud_jax.models.layers import variable_at
 
 # PyTorch layout -> ours: conv weights OIHW -> HWIO; linear weights [out, in] -> [in, out].
 _CONV = (2, 3, 1, 0)
@@ -188,13 +189,6 @@ def _torch_shape(shape: tuple, transpose) -> tuple:
     return shape if transpose is None else tuple(shape[i] for i in np.argsort(transpose))
 
 
-def _variable(model: nnx.Module, path: tuple) -> nnx.Variable:
-    node = model
-    for key in path:
-        node = node[key] if isinstance(key, int) else getattr(node, key)
-    return node
-
-
 def check_state_dict(model: nnx.Module, state: Mapping[str, np.ndarray],
                      arch: str) -> list[Entry]:
     """The mapping of `state` onto `model`, after checking names and shapes.
@@ -218,7 +212,7 @@ def check_state_dict(model: nnx.Module, state: Mapping[str, np.ndarray],
                          "to detect the architecture)")
     wrong = []
     for e in entries:
-        want = _torch_shape(tuple(_variable(model, e.path).shape), e.transpose)
+        want = _torch_shape(tuple(variable_at(model, e.path).shape), e.transpose)
         got = tuple(np.shape(state[e.torch_name]))
         if got != want:
             wrong.append(f"{e.torch_name}: checkpoint {got}, {arch} {want}")
@@ -278,7 +272,7 @@ def load_into(model: nnx.Module, state: Mapping[str, np.ndarray], arch: str) -> 
         value = np.asarray(state[e.torch_name], dtype=np.float32)
         if e.transpose is not None:
             value = value.transpose(e.transpose)
-        _variable(model, e.path).set_value(jnp.asarray(value))
+        variable_at(model, e.path).set_value(jnp.asarray(value))
 
 
 def model_from_state_dict(state: Mapping[str, np.ndarray], arch: str | None = None, *,

@@ -15,6 +15,7 @@ from flax import nnx
 
 from cud_jax.models import hf_loading
 from cud_jax.models.bert import BertClassifier, BertConfig, BertEncoder, Dtype
+from cud_jax.models.layers import variable_at
 
 
 _IGNORED = re.compile(r"^(cls\.|classifier\.|qa_outputs\.|lm_head\.|embeddings\.position_ids$"
@@ -70,13 +71,6 @@ def hf_parameter_map(config: BertConfig, layers: Sequence[int] | None = None
     return out
 
 
-def _variable(module: nnx.Module, path: tuple) -> nnx.Variable:
-    node = module
-    for key in path:
-        node = node[key] if isinstance(key, int) else getattr(node, key)
-    return node
-
-
 def _copy_weights(module: nnx.Module, state: Mapping[str, np.ndarray],
                   mapping: Sequence[tuple[str, tuple, bool]], source: str) -> None:
     """Copies `state[hf]` into `module` at `path` for each mapping entry, checking shapes."""
@@ -90,7 +84,7 @@ def _copy_weights(module: nnx.Module, state: Mapping[str, np.ndarray],
         value = np.asarray(state[hf], dtype=np.float32)
         if transpose:
             value = value.T
-        var = _variable(module, path)
+        var = variable_at(module, path)
         expected = var.get_value().shape
         if value.shape != expected:
             raise ValueError(f"{source}: tensor {hf!r} has shape {tuple(state[hf].shape)}, but "
@@ -155,7 +149,7 @@ def hf_state_dict(module: BertEncoder | BertClassifier) -> dict[str, np.ndarray]
         mapping = hf_parameter_map(module.config)
     out = {}
     for hf, path, transpose in mapping:
-        value = np.asarray(_variable(module, path).get_value(), dtype=np.float32)
+        value = np.asarray(variable_at(module, path).get_value(), dtype=np.float32)
         out[hf] = np.ascontiguousarray(value.T if transpose else value)
     return out
 

@@ -131,3 +131,15 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 def as_logits(x: jax.Array) -> jax.Array:
     """The model output: float32 logits whatever the computation dtype (DESIGN.md numerics)."""
     return x.astype(jnp.float32)
+
+
+def variable_at(module: nnx.Module, path: tuple) -> nnx.Variable:
+    """The variable at `path` (attribute names and list indices) inside `module`.
+
+    How the weight-mapping tables (Hugging Face BERT, PyTorch CIFAR checkpoints) address
+    a model's parameters.
+    """
+    node = module
+    for key in path:
+        node = node[key] if isinstance(key, int) else getattr(node, key)
+    return node
