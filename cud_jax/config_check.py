@@ -70,6 +70,18 @@ def _stage_problems(name: str, cfg, num_devices: int) -> Iterator[str]:
         yield f"{name}.checkpoint={checkpoint!r}: no such checkpoint directory"
 
 
+def _parallel_problems(parallel) -> Iterator[str]:
+    from cud_jax.models.conv import WEIGHT_GRAD_MODES
+    from cud_jax.parallel.sharding import PARAM_SHARDINGS
+
+    yield from _enum("parallel.param_sharding", parallel.param_sharding, PARAM_SHARDINGS)
+    yield from _number("parallel.fsdp_min_size", parallel.fsdp_min_size, minimum=0,
+                       strict=False, integer=True)
+    yield from _enum("parallel.conv_weight_grad", parallel.conv_weight_grad, WEIGHT_GRAD_MODES)
+    yield from _number("parallel.steps_per_call", parallel.steps_per_call, minimum=1,
+                       strict=False, integer=True)
+
+
 def config_problems(config, *, num_devices: int) -> list[str]:
     """Every problem of `config` for a run on `num_devices` devices (empty: it is fine)."""
     from cud_jax.parallel.placement import PLACEMENTS
@@ -82,6 +94,7 @@ def config_problems(config, *, num_devices: int) -> list[str]:
     # 0 saves only at the end of a stage (the pipeline's `every_steps or total`).
     problems += _number("checkpoint.every_steps", config.checkpoint.every_steps, minimum=0,
                         strict=False, integer=True)
+    problems += _parallel_problems(config.parallel)
     data_dir = config.data.data_dir
     if data_dir and not os.path.exists(os.path.expanduser(data_dir)):
         problems.append(f"data.data_dir={data_dir!r}: no such file or folder")

@@ -36,10 +36,10 @@ from cud_jax import configs, losses
 from cud_jax.config_check import check_config
 from cud_jax.data import Split
 from cud_jax.evaluate import predict, report
-from cud_jax.models.conv import check_conv_weight_grad, set_conv_weight_grad
+from cud_jax.models.conv import set_conv_weight_grad
 from cud_jax.parallel import distributed, preemption
 from cud_jax.parallel.placement import make_placement
-from cud_jax.parallel.sharding import (check_batch_size, check_param_sharding, make_mesh,
+from cud_jax.parallel.sharding import (check_batch_size, make_mesh,
                                        put_state, state_sharding)
 from cud_jax.parallel.workdir_lock import hold_workdir
 from cud_jax.train import checkpoints, objectives, optim, steps
@@ -287,8 +287,6 @@ def run(config, workdir: str) -> dict:
     checkpoint and raises `preemption.Preempted` (see `cud_jax.parallel.preemption`).
     """
     configs.validate(config)  # every field the run reads is there, and nothing else
-    check_param_sharding(*_param_layout(config))
-    check_conv_weight_grad(config.parallel.conv_weight_grad, "parallel.conv_weight_grad")
     distributed.initialize(config.distributed)  # before JAX computes anything
     # Fail before work: the whole config's values, then the data, before the workdir is
     # written.

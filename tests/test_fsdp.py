@@ -150,7 +150,7 @@ def test_state_sharding_splits_the_optimiser_state_like_the_parameters():
 
 
 def test_an_unknown_layout_fails_before_the_run_starts(tmp_path):
-    with pytest.raises(ValueError, match="param_sharding 'zero3'; valid values: replicated"):
+    with pytest.raises(ValueError, match="parallel.param_sharding='zero3': not one of replicated, fsdp"):
         pipeline.run(_config("zero3"), str(tmp_path))
     assert not list(tmp_path.iterdir())  # nothing written
 
