@@ -24,6 +24,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
 
 
+def load_config(name: str, arg: str | None = None):
+    """`configs/<name>.py`'s `get_config(arg)`, loaded as `--config=configs/<name>.py:arg` is."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_config", os.path.join(REPO, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
 def git_commit() -> str:
     """The checkout's short commit; $CUD_JAX_COMMIT where the copy has no .git (a device)."""
     if os.environ.get("CUD_JAX_COMMIT"):

@@ -1,6 +1,9 @@
 """The shared blocks of the recipes in `configs/`, and the check of a complete config.
 
-Each `configs/*.py` builds its config from these blocks and sets its own recipe on top;
+Each `configs/*.py` spells out its own recipe (optimiser, schedule, epochs, batch,
+augmentation, distillation and evaluation settings, per-pair overrides) on these blocks; they
+live in the package, not in `configs/`, because `--config=PATH` loads a file by its path
+without putting `configs/` on the import path (an installed user runs from any directory);
 `python -m cud_jax.main --config=configs/X.py --config.a.b=v` overrides any field from the
 command line. Fields are documented where `base_config` defines them. `validate` checks a
 whole config once, at the start of a run: a field the library does not know, or one it
@@ -33,7 +36,8 @@ def optimizer_config(*, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """The CIFAR-100 recipe of every published CIFAR KD table, CUD defaults of PAPER.md."""
+    """Every field a vision run reads, with CUD defaults of PAPER.md (the skeleton each
+    `configs/*.py` sets its recipe on; the values match configs/cifar100.py's recipe)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.stage = "all"  # teacher | student | eval | all
