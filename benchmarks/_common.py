@@ -26,13 +26,9 @@ RESULTS = os.path.join(REPO, "results")
 
 def load_config(name: str, arg: str | None = None):
     """`configs/<name>.py`'s `get_config(arg)`, loaded as `--config=configs/<name>.py:arg` is."""
-    import importlib.util
+    from cud_jax.configs import load_config_file
 
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_config", os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(os.path.join(REPO, "configs", f"{name}.py"), arg)
 
 
 def git_commit() -> str:

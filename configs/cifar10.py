@@ -13,15 +13,12 @@ GPU). Expect teachers around 95% and students around 92-93% on the genuine image
 re-encodes run a little lower.
 """
 
-import importlib.util
-import os
+from cud_jax.configs import load_recipe_module
+
+cifar100 = load_recipe_module("cifar100.py", relative_to=__file__)
 
 
 def get_config(arg=None):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar100.py")
-    spec = importlib.util.spec_from_file_location("cifar100_recipe", path)
-    cifar100 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cifar100)
     c = cifar100.get_config(arg)
     c.data.name = "cifar10"
     c.eval.ood_sets = "tfds:svhn_cropped,cifar100"

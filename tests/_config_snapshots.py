@@ -10,7 +10,6 @@ change to how a recipe is written cannot change what it resolves to without show
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -18,6 +17,10 @@ import sys
 import ml_collections
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# This checkout's cud_jax (also when run as a script, whatever copy is installed).
+sys.path.insert(0, REPO)
+from cud_jax.configs import load_config_file  # noqa: E402
+
 FIXTURE = os.path.join(REPO, "tests", "data", "config_snapshots.json")
 
 _CIFAR = ["", "pair=wrn_40_2-wrn_16_2,method=kd", "pair=resnet32x4-shufflenetv2",
@@ -34,11 +37,7 @@ CASES = {"quickstart": [""], "cifar100": _CIFAR, "cifar10": _CIFAR,
 
 def load(name: str, arg=None) -> ml_collections.ConfigDict:
     """`configs/<name>.py`'s `get_config(arg)`, loaded as the command line loads it."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs",
-                                                                     f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(os.path.join(REPO, "configs", f"{name}.py"), arg)
 
 
 def _leaf(value, kind) -> list:
@@ -93,7 +92,6 @@ def expected(snap: dict, name: str, arg: str) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, REPO)
     os.makedirs(os.path.dirname(FIXTURE), exist_ok=True)
     snap = snapshot()
     with open(FIXTURE, "w", encoding="utf-8") as f:  # one line a field, for readable diffs
