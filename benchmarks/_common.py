@@ -24,6 +24,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
 
 
+def load_config(name: str, arg: str | None = None):
+    """`configs/<name>.py`'s `get_config(arg)`, loaded as `--config=configs/<name>.py:arg` is."""
+    from cud_jax.configs import load_config_file
+
+    return load_config_file(os.path.join(REPO, "configs", f"{name}.py"), arg)
+
+
 def git_commit() -> str:
     """The checkout's short commit; $CUD_JAX_COMMIT where the copy has no .git (a device)."""
     if os.environ.get("CUD_JAX_COMMIT"):

@@ -24,11 +24,11 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, provenance, write_results  # noqa: E402
+from _common import REPO, load_config, provenance, write_results  # noqa: E402
 
 from cud_jax import data, models  # noqa: E402
 from cud_jax.train import objectives, optim, steps  # noqa: E402
-from cud_jax.configs import MINILM, text_config  # noqa: E402
+from cud_jax.configs import MINILM  # noqa: E402
 from cud_jax.parallel.sharding import make_mesh, put_replicated  # noqa: E402
 from cud_jax.train.state import create_train_state, split_model  # noqa: E402
 
@@ -73,7 +73,7 @@ def main():
     lengths = (ids != ds.pad_id).sum(1)
 
     mesh = make_mesh()
-    config = text_config("offline=1", args.dataset).student
+    config = load_config(args.dataset, "offline=1").student
     spe = data.bucketed_steps_per_epoch(widths, args.batch_size)
     tx = optim.make_optimizer(config, spe, 1000)
     student = f"bert[0,2,4]:{args.checkpoint}"

@@ -23,12 +23,12 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import provenance, time_call, write_results  # noqa: E402
+from _common import load_config, provenance, time_call, write_results  # noqa: E402
 
 from cud_jax import models  # noqa: E402
 from cud_jax.evaluate import predict  # noqa: E402
 from cud_jax.train import objectives, optim, steps  # noqa: E402
-from cud_jax.configs import MINILM, text_config  # noqa: E402
+from cud_jax.configs import MINILM  # noqa: E402
 from cud_jax.parallel.sharding import make_mesh, put_replicated  # noqa: E402
 from cud_jax.train.state import create_train_state, split_model  # noqa: E402
 
@@ -47,7 +47,7 @@ def main():
     args = parser.parse_args()
     start = time.perf_counter()
     mesh = make_mesh()
-    config = text_config("offline=1", "clinc150").student
+    config = load_config("clinc150", "offline=1").student
     rng = np.random.default_rng(0)
     lengths = rng.integers(8, args.length + 1, args.num_examples)
     ids = np.where(np.arange(args.length)[None] < lengths[:, None],

@@ -22,10 +22,9 @@ from cud_jax.parallel.host_devices import emulate_cpu_devices
 emulate_cpu_devices(8)  # before JAX starts; no effect on GPU/TPU backends
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO  # noqa: E402
+from _common import REPO, load_config  # noqa: E402
 from matrix_lib import run_matrix, summarise  # noqa: E402
 
-from cud_jax.configs import cifar_config  # noqa: E402
 
 SHARED = os.environ.get("CUD_JAX_SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
 DEFAULT_DATA = os.path.join(SHARED, "cifar10_jpeg", "cifar10-jpeg.tar.gz")
@@ -33,8 +32,9 @@ PAIRS = (("ce", "kd"), ("ce", "cud"), ("dus", "kd"), ("dus", "cud"))
 
 
 def make_config(args, seed: int, teacher_loss: str, method: str):
-    c = cifar_config(f"pair={args.teacher}-{args.student},method={method},"
-                     f"teacher_loss={teacher_loss}", "image_folder")
+    c = load_config("cifar10", f"pair={args.teacher}-{args.student},method={method},"
+                    f"teacher_loss={teacher_loss}")
+    c.data.name = "image_folder"
     c.seed = seed
     c.data.data_dir = os.path.abspath(args.data)
     c.data.val_size = args.val_size

@@ -22,17 +22,16 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO  # noqa: E402
+from _common import REPO, load_config  # noqa: E402
 from matrix_lib import run_matrix, summarise  # noqa: E402
 
-from cud_jax.configs import text_config  # noqa: E402
 
 SHARED = os.environ.get("CUD_JAX_SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
 PAIRS = (("ce", "ce"), ("ce", "kd"), ("dus", "kd"), ("dus", "cud"))
 
 
 def make_config(args, seed: int, teacher_loss: str, method: str):
-    c = text_config(f"offline=1,method={method},teacher_loss={teacher_loss}", args.dataset)
+    c = load_config(args.dataset, f"offline=1,method={method},teacher_loss={teacher_loss}")
     c.seed = seed
     c.data.data_dir = os.path.abspath(args.data)
     c.data.max_length = args.max_length

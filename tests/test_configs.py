@@ -1,24 +1,38 @@
-"""The recipes in configs/: each loads, is complete, and carries its own DKD settings."""
+"""The recipes in configs/: each loads, is complete, resolves as recorded, and carries its
+own DKD settings."""
 
 import glob
-import importlib.util
+import json
 import os
 
 import pytest
 
+from _config_snapshots import CASES, FIXTURE, REPO, expected, load, resolve
 from cud_jax import configs, pipeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+with open(FIXTURE, encoding="utf-8") as _f:
+    SNAPSHOTS = json.load(_f)
 
 
-def load(name: str, arg=None):
-    """`configs/<name>.py`'s `get_config(arg)`, loaded as the command line loads it."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs",
-                                                                     f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+def test_every_config_file_has_recorded_cases():
+    assert sorted(CASES) == sorted(os.path.basename(p)[:-3] for p in CONFIG_FILES)
+    assert {name: sorted(cases) for name, cases in SNAPSHOTS.items()} == {
+        name: sorted(args) for name, args in CASES.items()}
+
+
+@pytest.mark.parametrize("name, arg", [(n, a) for n, args in CASES.items() for a in args])
+def test_recipe_resolves_to_its_recorded_fields(name, arg):
+    """Every field (value and type) as tests/_config_snapshots.py recorded it."""
+    assert resolve(name, arg) == expected(SNAPSHOTS, name, arg)
+
+
+@pytest.mark.parametrize("name, arg", [("cifar100", "student=6l"), ("cifar10", "offline=1"),
+                                       ("clinc150", "pair=a-b"), ("massive", "offline"),
+                                       ("cifar100", "pair=resnet8")])
+def test_unknown_config_arguments_fail(name, arg):
+    with pytest.raises(ValueError, match="Unknown config arguments|not of the form|TEACHER-STUDENT"):
+        load(name, arg)
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)

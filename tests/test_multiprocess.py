@@ -30,7 +30,7 @@ from flax import nnx
 
 from cud_jax.data.containers import Split
 from cud_jax.parallel.host_devices import COLLECTIVE_TIMEOUT_SECONDS
-from cud_jax import pipeline
+from cud_jax import configs, pipeline
 from cud_jax.parallel import distributed, preemption
 from cud_jax.train import checkpoints, objectives, steps
 from cud_jax.train.loop import StageRun, train_stage
@@ -280,19 +280,25 @@ def test_sigterm_saves_the_current_step_and_the_rerun_finishes_the_same(tmp_path
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is removed
 
 
+def _block(**fields):
+    """A complete `config.distributed` block with `fields` set."""
+    block = configs.distributed_config()
+    block.update(fields)
+    return block
+
+
 def test_distributed_stays_off_without_a_cluster(monkeypatch):
     for var in ("SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(distributed, "_on_cloud_tpu_vm", lambda: False)
     assert distributed.detect_cluster() is None
-    assert distributed.initialize(ml_collections.ConfigDict({"enabled": "auto"})) is False
-    assert distributed.initialize(None) is False
-    assert distributed.initialize(ml_collections.ConfigDict({"enabled": "false"})) is False
+    assert distributed.initialize(_block(enabled="auto")) is False
+    assert distributed.initialize(_block()) is False
+    assert distributed.initialize(_block(enabled="false")) is False
     with pytest.raises(ValueError, match="distributed.num_processes"):
-        distributed.initialize(ml_collections.ConfigDict(
-            {"enabled": "auto", "coordinator_address": "localhost:1", "process_id": 0}))
+        distributed.initialize(_block(coordinator_address="localhost:1", process_id=0))
     with pytest.raises(ValueError, match="valid values"):
-        distributed.initialize(ml_collections.ConfigDict({"enabled": "maybe"}))
+        distributed.initialize(_block(enabled="maybe"))
 
 
 def test_slurm_is_detected_only_for_several_tasks(monkeypatch):
@@ -310,6 +316,6 @@ def test_slurm_is_detected_only_for_several_tasks(monkeypatch):
 def test_too_late_to_initialize_is_a_warning_in_auto_mode_and_an_error_when_asked(monkeypatch):
     jax.devices()  # this process has started JAX already
     monkeypatch.setattr(distributed, "detect_cluster", lambda: "slurm")
-    assert distributed.initialize(ml_collections.ConfigDict({"enabled": "auto"})) is False
+    assert distributed.initialize(_block(enabled="auto")) is False
     with pytest.raises(RuntimeError, match="cud_jax.main"):
-        distributed.initialize(ml_collections.ConfigDict({"enabled": "true"}))
+        distributed.initialize(_block(enabled="true"))

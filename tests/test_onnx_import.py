@@ -119,9 +119,9 @@ def test_errors_name_the_fix(tmp_path, capsys, monkeypatch):
 
 
 def test_student_argument_names_the_converted_folder_and_how_to_write_it(tmp_path):
-    from cud_jax.configs import text_config
+    from _config_snapshots import load
 
-    config = text_config("offline=1,student=paraphrase_l3", "clinc150")
+    config = load("clinc150", "offline=1,student=paraphrase_l3")
     assert config.student.model == f"bert:{onnx_import.DEFAULT_OUT}"
     missing = tmp_path / pathlib.Path(onnx_import.DEFAULT_OUT).name
     with pytest.raises(models.CheckpointNotFoundError, match="cud_jax.interop.onnx_import"):

@@ -13,7 +13,7 @@ pytest.importorskip("tokenizers")
 from _cli import run_main  # noqa: E402
 from cud_jax import data  # noqa: E402
 from cud_jax.data import text_files  # noqa: E402
-from cud_jax.configs import text_config  # noqa: E402
+from _config_snapshots import load  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data"
@@ -170,12 +170,12 @@ def test_cli_trains_on_an_intents_csv(tmp_path, tokenizer):
 
 
 def test_text_source_fields_default_unset_for_every_text_recipe():
-    config = text_config(None, "banking77")
+    config = load("banking77")
     assert all(config.data[f] is None for f in ("text_field", "label_field", "split_field",
                                                 "label_names", "val_file", "test_file",
                                                 "ood_file"))
-    assert text_config("offline=1", "hf:trec", offline_dataset="trec").data.name == "trec"
-    assert text_config(None, "hf:trec", offline_dataset="trec").data.name == "hf:trec"
+    assert load("trec", "offline=1").data.name == "trec"
+    assert load("trec").data.name == "hf:trec"
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("tokenizers")
 
 from cud_jax import pipeline  # noqa: E402
-from cud_jax.configs import text_config  # noqa: E402
+from _config_snapshots import load  # noqa: E402
 
 WORDS = ["play", "music", "song", "set", "alarm", "wake", "me", "up", "what", "is", "the",
          "weather", "rain", "today", "book", "flight", "to", "paris", "buy", "car"]
@@ -42,7 +42,7 @@ def _write_data(root):
 def text_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("text")
     vocab = _write_data(root)
-    config = text_config("method=cud,teacher_loss=dus", "clinc150")
+    config = load("clinc150", "method=cud,teacher_loss=dus")
     config.data.data_dir = str(root / "clinc150")
     config.data.tokenizer = str(root / "vocab")
     config.teacher.model = f"bert_small:L=2,H=32,A=2,I=64,V={vocab},P=64"
@@ -73,7 +73,7 @@ def test_text_run_reports_both_models_and_out_of_scope_detection(text_run):
 
 def test_vocabulary_mismatch_is_caught(tmp_path):
     vocab = _write_data(tmp_path)
-    config = text_config(None, "clinc150")
+    config = load("clinc150")
     config.data.data_dir = str(tmp_path / "clinc150")
     config.data.tokenizer = str(tmp_path / "vocab")
     config.teacher.model = f"bert_small:L=1,H=16,A=2,I=32,V={vocab - 5},P=64"

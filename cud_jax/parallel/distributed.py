@@ -31,11 +31,8 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off", "")
 
 
-def _get(cfg: Any, name: str, default=None):
-    if cfg is None:
-        return default
-    value = cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
-    return default if value is None else value
+#: The CPU collectives when `cpu_collectives` is unset (what the field documents).
+_CPU_COLLECTIVES_UNSET = "gloo"
 
 
 def _int_env(name: str) -> int:
@@ -65,7 +62,7 @@ def detect_cluster() -> Optional[str]:
 
 
 def _mode(cfg) -> str:
-    enabled = str(_get(cfg, "enabled", "auto")).strip().lower()
+    enabled = str(cfg.enabled).strip().lower()
     if enabled == "auto":
         return "auto"
     if enabled in _TRUE:
@@ -77,19 +74,22 @@ def _mode(cfg) -> str:
 
 def _explicit_args(cfg) -> dict:
     args = {}
-    if _get(cfg, "coordinator_address"):
+    if cfg.coordinator_address:
         args["coordinator_address"] = str(cfg.coordinator_address)
     for name in ("num_processes", "process_id"):
-        if _get(cfg, name) is not None:
-            args[name] = int(_get(cfg, name))
-    ids = _get(cfg, "local_device_ids")
+        if cfg[name] is not None:
+            args[name] = int(cfg[name])
+    ids = cfg.local_device_ids
     if ids not in (None, ""):
         args["local_device_ids"] = [int(i) for i in str(ids).split(",") if i.strip()]
     return args
 
 
-def initialize(cfg: Any = None) -> bool:
-    """Starts `jax.distributed` if `cfg` (a `config.distributed` block) or the cluster asks.
+def initialize(cfg: Any) -> bool:
+    """Starts `jax.distributed` if `cfg` or the cluster asks.
+
+    `cfg` is a complete `config.distributed` block (every field of
+    `cud_jax.configs.distributed_config`, as `cud_jax.configs.validate` checks).
 
     Call before any JAX computation; calling again is a no-op. Returns whether this process
     is part of a multi-process run.
@@ -117,10 +117,10 @@ def initialize(cfg: Any = None) -> bool:
                 + " too (every process gets the same coordinator_address, host:port of "
                 "process 0, and num_processes, and its own process_id), or run under "
                 "SLURM / Open MPI / a TPU VM where they are detected.")
-    if jax.config.jax_cpu_collectives_implementation is None or _get(cfg, "cpu_collectives"):
+    if jax.config.jax_cpu_collectives_implementation is None or cfg.cpu_collectives:
         jax.config.update("jax_cpu_collectives_implementation",
-                          _get(cfg, "cpu_collectives", "gloo"))
-    timeout = int(_get(cfg, "initialization_timeout", 300))
+                          cfg.cpu_collectives or _CPU_COLLECTIVES_UNSET)
+    timeout = int(cfg.initialization_timeout)
     logging.info("jax.distributed.initialize(%s) [cluster: %s]", args, cluster or "explicit")
     try:
         jax.distributed.initialize(initialization_timeout=timeout, **args)
