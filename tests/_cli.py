@@ -13,7 +13,8 @@ def run_main(config: str, workdir, *flags: str, devices: int = 2, env: dict | No
              timeout: int = 900) -> subprocess.CompletedProcess:
     """Runs the command line on `devices` emulated CPU devices; returns the finished process."""
     environment = dict(os.environ,
-                       XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                       XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+                                 "--xla_backend_optimization_level=0",  # as in conftest.py
                        **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "cud_jax.main", f"--config={config}", f"--workdir={workdir}",

@@ -80,7 +80,8 @@ def _free_port() -> int:
 
 def _launch(workdir: str, port: int) -> list:
     """Starts the two processes (4 CPU devices each); their output goes to ../proc{i}.log."""
-    flags = " ".join(["--xla_force_host_platform_device_count=4"] + [
+    flags = " ".join(["--xla_force_host_platform_device_count=4",
+                      "--xla_backend_optimization_level=0"] + [  # as in conftest.py
         f"--{flag}={COLLECTIVE_TIMEOUT_SECONDS}" for flag in (
             "xla_cpu_collective_call_terminate_timeout_seconds",
             "xla_cpu_collective_timeout_seconds")])
