@@ -109,35 +109,6 @@ def _same_records(swept, single, what, steps=5):
                                    err_msg=what)
 
 
-def _alone(name, variants, tmp, data, mesh, teacher=None):
-    """Each variant's stage trained as a single run: `[(Trained, its workdir)]`."""
-    out = []
-    for variant in variants:
-        workdir = os.path.join(tmp, "alone", variant.name)
-        out.append((pipeline.run_training_stage(name, variant.config, workdir, data, mesh,
-                                                teacher), workdir))
-    return out
-
-
-def _swept(name, config, variants, tmp, data, mesh, mode, teacher=None, runs=None):
-    config = config.copy_and_resolve_references()
-    config.parallel.sweep_mode = mode
-    workdir = os.path.join(tmp, f"sweep_{mode}")
-    runs = runs or [v.config for v in variants]
-    dirs = [[os.path.join(workdir, "runs", v.name)] for v in variants]
-    return sweep_pipeline.train_stacked_stage(name, config, runs, workdir, data, mesh, dirs,
-                                              teacher), dirs
-
-
-def _check(name, config, variants, alone, stacked, dirs, what):
-    for i, (variant, (trained, alone_dir)) in enumerate(zip(variants, alone)):
-        label = f"{what} {variant.name}"
-        _same_records(_records(dirs[i][0], name), _records(alone_dir, name), label)
-        _close(stacked.run(i).params, trained.params, label)
-        _close(stacked.run(i).model_state, trained.model_state, label)
-
-
-
 #: The variants trained alone: (seed, stage, student method); the teachers are seed 0 and 1.
 ALONE = (("teacher", 0, None), ("teacher", 1, None), ("student", 0, "kd"),
          ("student", 1, "kd"), ("student", 0, "cud"))
