@@ -80,6 +80,9 @@ def _parallel_problems(parallel) -> Iterator[str]:
     yield from _enum("parallel.conv_weight_grad", parallel.conv_weight_grad, WEIGHT_GRAD_MODES)
     yield from _number("parallel.steps_per_call", parallel.steps_per_call, minimum=1,
                        strict=False, integer=True)
+    from cud_jax.train.sweep import SWEEP_MODES
+
+    yield from _enum("parallel.sweep_mode", parallel.sweep_mode, SWEEP_MODES)
 
 
 def config_problems(config, *, num_devices: int) -> list[str]:
@@ -98,6 +101,11 @@ def config_problems(config, *, num_devices: int) -> list[str]:
     data_dir = config.data.data_dir
     if data_dir and not os.path.exists(os.path.expanduser(data_dir)):
         problems.append(f"data.data_dir={data_dir!r}: no such file or folder")
+    if config.sweep:  # the sweep string, then every variant's values (cud_jax.sweep_pipeline)
+        from cud_jax.sweep_pipeline import sweep_problems
+
+        problems += [p for p in sweep_problems(config, num_devices=num_devices)
+                     if p not in problems]
     return problems
 
 

@@ -116,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.plots = True
     c.distributed = distributed_config()  # process layout of multi-host runs (defined below)
     c.parallel = parallel_config()  # how the train state is laid out on the mesh (below)
+    # Many runs in one program (cud_jax/sweep_pipeline.py): None for a single run, or the
+    # product of field values to train together, e.g. "seed=0,1,2;student.method=kd,cud".
+    c.sweep = config_dict.placeholder(str)
     return c
 
 
@@ -254,6 +257,11 @@ def parallel_config() -> ml_collections.ConfigDict:
     # left before a log point, checkpoint or epoch end, when fewer than k, run one at a time
     # (cud_jax.train.loop.StageRun). Length-bucketed text batches need 1.
     p.steps_per_call = 1
+    # Sweeps (config.sweep): how one step trains the stacked runs (cud_jax.train.sweep).
+    # "unroll": one run after another inside the one jitted step (ordinary convolutions,
+    # the fast choice on CPU); "vmap": jax.vmap over the run axis (wider matrix products,
+    # for accelerators); "auto": unroll on the CPU backend, vmap elsewhere.
+    p.sweep_mode = "auto"
     return p
 
 

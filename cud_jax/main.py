@@ -5,6 +5,8 @@
         --workdir=runs/c100 --config.data.data_dir=~/data
 
 `--config.x=y` overrides any config field; `--config.stage` picks teacher|student|eval|all.
+`--config.sweep="seed=0,1,2;student.method=kd,cud"` trains every combination together in one
+program (see cud_jax/sweep_pipeline.py).
 
 Multi-process runs start every process with the same command (see launch/README.md);
 `--config.distributed.*` says how they meet when no cluster is detected. Exit status 75
@@ -107,7 +109,10 @@ def main(argv) -> None:
         if message is None or _DEBUG.value or _debug_requested():
             raise
         _fail(message, disk_full=getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT))
-    if report:
+    if report and _CONFIG.value.sweep:  # one report per variant, and their comparison
+        print(f"Reports written to {os.path.join(_WORKDIR.value, 'runs', '*', 'report.md')}; "
+              f"comparison in {os.path.join(_WORKDIR.value, 'compare.md')}")
+    elif report:
         print(f"Report written to {os.path.join(_WORKDIR.value, 'report.md')}")
 
 

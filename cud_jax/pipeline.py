@@ -302,6 +302,10 @@ def _run_locked(config, workdir: str, task: Task) -> dict:
     mesh = make_mesh()
     distributed.process_0_first(lambda: write_run_info(config, workdir, mesh), "run_info")
     data = place_data(config, task, mesh)
+    if config.sweep:  # many runs in one program (checked with the config above)
+        from cud_jax import sweep_pipeline
+
+        return sweep_pipeline.run_sweep(config, workdir, data, mesh)
     stage = config.stage
     teacher = student = None
     needs_teacher = config.student.method != "ce"

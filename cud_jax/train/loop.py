@@ -63,6 +63,9 @@ class StageRun:
         left before the next one, when fewer than k, run one per call, so at most two
         programs are compiled. Multiples of k for `log_every`, `checkpoint_every` and
         `steps_per_epoch` keep every call at k steps.
+      epoch_order: optional `epoch -> (order on device, per-step widths or None)` replacing
+        the one the placement derives from `seed` (a sweep's stacked per-run orders,
+        `cud_jax.train.sweep.stacked_epoch_order`).
     """
 
     name: str
@@ -82,6 +85,7 @@ class StageRun:
     param_sharding: str = "replicated"
     fsdp_min_size: int = FSDP_MIN_SIZE
     steps_per_call: int = 1
+    epoch_order: Optional[Callable] = None
 
     def __post_init__(self):
         if self.steps_per_call < 1:
@@ -109,6 +113,8 @@ def _epoch_order_fn(run: StageRun, placement: Placement, mesh) -> Callable:
     (the widths choose which compiled step runs, so the host needs them anyway), then placed
     on the mesh.
     """
+    if run.epoch_order is not None:
+        return run.epoch_order
     if run.example_widths is None:
         order = placement.epoch_order(run.seed, run.num_examples)
         return lambda epoch: (order(epoch), None)

@@ -92,8 +92,37 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
     input: length-bucketed text batches (`cud_jax.data.bucketed_epoch`) read just the token
     columns their longest member needs.
     """
-    data_sharding = batch_sharded(mesh)
     state_out = replicated(mesh) if state_sharding is None else state_sharding
+    one_step = train_step_fn(model_def, tx, objective, augment, batch_size=batch_size,
+                             steps_per_epoch=steps_per_epoch, mesh=mesh, teacher=teacher,
+                             placement=placement)
+
+    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None,
+             num_steps=None):
+        if num_steps is None:
+            return one_step(state, inputs, labels, perm, key, teacher_vars, width)
+
+        def body(carry, _):
+            carry, metrics = one_step(carry, inputs, labels, perm, key, teacher_vars, width)
+            # Pins the carry to the state's layout (FSDP shards stay sharded across steps).
+            return jax.lax.with_sharding_constraint(carry, state_out), metrics
+
+        return jax.lax.scan(body, state, length=num_steps)
+
+    return jax.jit(step, donate_argnums=(0,), static_argnames=("width", "num_steps"),
+                   out_shardings=(state_out, None))
+
+
+def train_step_fn(model_def: ModelDef, tx: optax.GradientTransformation, objective,
+                  augment: AugmentFn, *, batch_size: int, steps_per_epoch: int, mesh: Mesh,
+                  teacher: Optional[TeacherFn] = None, placement: Optional[Placement] = None):
+    """One training step, not jitted: `one_step(state, inputs, labels, perm, key,
+    teacher_vars, width) -> (state, metrics)`, with the arguments of `make_train_step`.
+
+    `make_train_step` jits it (and scans it for `num_steps`); a sweep
+    (`cud_jax.train.sweep`) calls it once per run, or vmaps it, inside its own jitted step.
+    """
+    data_sharding = batch_sharded(mesh)
     placement = placement or ReplicatedPlacement(mesh)
 
     def one_step(state: TrainState, inputs, labels, perm, key, teacher_vars, width):
@@ -126,18 +155,4 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                                opt_state=opt_state)
         return new_state, metrics
 
-    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None,
-             num_steps=None):
-        if num_steps is None:
-            return one_step(state, inputs, labels, perm, key, teacher_vars, width)
-
-        def body(carry, _):
-            carry, metrics = one_step(carry, inputs, labels, perm, key, teacher_vars, width)
-            # Pins the carry to the state's layout (FSDP shards stay sharded across steps).
-            return jax.lax.with_sharding_constraint(carry, state_out), metrics
-
-        return jax.lax.scan(body, state, length=num_steps)
-
-    return jax.jit(step, donate_argnums=(0,), static_argnames=("width", "num_steps"),
-                   out_shardings=(state_out, None))
-
+    return one_step

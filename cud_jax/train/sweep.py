@@ -1,0 +1,270 @@
+"""Many runs in one program: train states stacked on a leading run axis, one jitted step.
+
+A sweep trains N variants that share the architecture, the data, the batch size and the
+schedule length. Their train states (parameters, optimiser state, BatchNorm statistics) are
+stacked along a new leading axis with one shared `step`, and one jitted step
+(`make_sweep_step`) advances all of them. Inside it each run is the single-run step of
+`cud_jax.train.steps.train_step_fn`, in one of two modes (`parallel.sweep_mode`):
+
+* `unroll`: a Python loop over the runs inside the one traced step: run i's slice of the
+  stacked state goes through the ordinary step with its own objective, and the results are
+  stacked again. Every convolution stays the ordinary one, so each run costs what it costs
+  alone; the gain is one dispatch and one program for all N. The default on CPU, where
+  XLA:CPU turns a convolution vmapped over per-run weights into a slow grouped convolution
+  (results/sweep_cpu.md).
+* `vmap`: `jax.vmap` of the step over the run axis, so XLA sees N-times-wider matrix products
+  and convolutions: what fills an accelerator (the default elsewhere). What differs between
+  runs enters as mapped arrays: every distinct objective of the sweep is evaluated and each
+  run keeps its own (`select_objective`).
+
+The batch of every run is constrained to the mesh's `data` axis by the single-run step, so
+the run axis composes with data parallelism: each run's batch is split over the devices.
+
+What differs between variants:
+* the loss settings: each run's objective is the very function its run alone builds;
+* the seed: each run's epoch order and augmentation key (`stacked_epoch_order`,
+  `stacked_keys`) when seeds differ, the stage's shared ones otherwise;
+* the teacher: the distinct teachers' variables (or cached probabilities) stacked on a
+  leading axis, each run reading its own by index, when teachers differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from cud_jax.data.batching import epoch_permutation
+from cud_jax.parallel.placement import Placement
+from cud_jax.parallel.sharding import replicated
+from cud_jax.train import steps
+from cud_jax.train.state import ModelDef, TrainState
+
+#: `parallel.sweep_mode` values.
+SWEEP_MODES = ("auto", "vmap", "unroll")
+#: Prefix of the per-run metrics in a sweep step's metrics (`[N]` arrays).
+RUN_METRIC = "runs/"
+
+
+def resolve_mode(mode: str, backend: Optional[str] = None) -> str:
+    """`auto` -> `unroll` on the CPU backend, `vmap` elsewhere; other modes as they are."""
+    if mode not in SWEEP_MODES:
+        raise ValueError(f"Unknown parallel.sweep_mode {mode!r}; valid values: "
+                         f"{', '.join(SWEEP_MODES)}.")
+    if mode == "auto":
+        return "unroll" if (backend or jax.default_backend()) == "cpu" else "vmap"
+    return mode
+
+
+def stack_trees(trees: Sequence[Any]) -> Any:
+    """Stacks pytrees of the same structure along a new leading (run) axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def stack_states(states: Sequence[TrainState]) -> TrainState:
+    """Train states stacked on a leading run axis, with one shared scalar `step`: the runs
+    advance together, and the loop reads the step as a scalar (resume, epoch order,
+    checkpoint numbers)."""
+    steps_taken = {int(s.step) for s in states}
+    if len(steps_taken) != 1:
+        raise ValueError(f"Stacked runs must be at the same step, got {sorted(steps_taken)}.")
+    return stack_trees(states).replace(step=jnp.asarray(states[0].step))
+
+
+def unstack_tree(tree: Any, index) -> Any:
+    """The `index`-th run of a stacked pytree."""
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
+def distinct(items: Sequence[Any], key: Callable[[Any], Any]) -> tuple[list, list[int]]:
+    """`(unique items in first-seen order, index of each item's unique one)`, by `key`."""
+    seen: dict = {}
+    unique, index = [], []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen[k] = len(unique)
+            unique.append(item)
+        index.append(seen[k])
+    return unique, index
+
+
+def select_objective(objectives: Sequence[Callable], index) -> Callable:
+    """An objective that keeps the `index`-th of `objectives` (`index` may be traced).
+
+    Every objective is evaluated and the chosen per-example loss and metrics are selected, so
+    under `jax.vmap` each run gets exactly its own objective's values (and gradients: the
+    others are multiplied by zero). Metrics the chosen objective does not produce read NaN.
+    """
+    if len(objectives) == 1:
+        return objectives[0]
+
+    def objective(logits, labels, teacher_probs=None, progress=0.0):
+        outputs = [fn(logits, labels, teacher_probs, progress) for fn in objectives]
+        loss = jnp.stack([out[0] for out in outputs])[index]
+        names = sorted({name for _, metrics in outputs for name in metrics})
+        metrics = {name: jnp.stack([jnp.asarray(m.get(name, jnp.nan), jnp.float32)
+                                    for _, m in outputs])[index] for name in names}
+        return loss, metrics
+
+    return objective
+
+
+def metric_names(objective: Callable, num_classes: int, with_teacher: bool) -> set[str]:
+    """The names of the metrics a step with `objective` logs (traced on shapes only)."""
+    logits = jax.ShapeDtypeStruct((2, num_classes), jnp.float32)
+    labels = jax.ShapeDtypeStruct((2,), jnp.int32)
+    probs = logits if with_teacher else None
+    _, metrics = jax.eval_shape(lambda z, y, p: objective(z, y, p, jnp.float32(0)), logits,
+                                labels, probs)
+    return set(metrics) | {"loss", "accuracy", "grad_norm"}
+
+
+def stacked_epoch_order(seeds: Sequence[int], num_examples: int, mesh: Mesh) -> Callable:
+    """`epoch -> (orders [N, num_examples] on device, None)`: each run's epoch order, the
+    permutation its run alone draws (`epoch_permutation` of its own seed)."""
+    permute = jax.jit(jax.vmap(lambda seed, epoch: epoch_permutation(seed, epoch, num_examples),
+                               in_axes=(0, None)), out_shardings=replicated(mesh))
+    seeds = jnp.asarray(seeds, jnp.int32)
+    return lambda epoch: (permute(seeds, epoch), None)
+
+
+def stacked_keys(seeds: Sequence[int]) -> jax.Array:
+    """Each run's base augmentation key, as its run alone makes it (`PRNGKey(seed)`)."""
+    return jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+
+
+def _per_run_metrics(metrics: Sequence[dict]) -> dict:
+    """`{RUN_METRIC + name: [N]}` from each run's metrics (NaN where a run has none)."""
+    names = sorted({name for m in metrics for name in m})
+    return {RUN_METRIC + name: jnp.stack([jnp.asarray(m.get(name, jnp.nan), jnp.float32)
+                                          for m in metrics]) for name in names}
+
+
+def _summary(runs: dict) -> dict:
+    """The loop's scalars: `loss` (the mean; NaN when any run's is not finite, so the loop's
+    check stops the sweep) and `accuracy` (the mean), with the per-run arrays."""
+    loss = runs[RUN_METRIC + "loss"]
+    return {"loss": jnp.where(jnp.all(jnp.isfinite(loss)), jnp.mean(loss), jnp.nan),
+            "accuracy": jnp.mean(runs[RUN_METRIC + "accuracy"]), **runs}
+
+
+def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
+                    objectives: Sequence[Callable], objective_index: Sequence[int],
+                    augment, *, batch_size: int, steps_per_epoch: int, mesh: Mesh,
+                    teacher: Optional[steps.TeacherFn] = None,
+                    teacher_index: Optional[Sequence[int]] = None,
+                    run_keys: Optional[jax.Array] = None, orders_stacked: bool = False,
+                    state_sharding=None, placement: Optional[Placement] = None,
+                    mode: str = "auto") -> Callable:
+    """The step of a sweep, with the single-run step's signature and a stacked state.
+
+    Returns `step(state, inputs, labels, perm, key, teacher_vars, width=None,
+    num_steps=None) -> (state, metrics)`, jitted with the state donated, for
+    `cud_jax.train.loop.train_stage` (`num_steps=k`: k steps in one `lax.scan`).
+
+    Args:
+      model_def, tx, augment, batch_size, steps_per_epoch, mesh, teacher, placement: as for
+        `steps.make_train_step` (the same for every run).
+      objectives: the distinct objectives of the sweep.
+      objective_index: per run, the index of its objective in `objectives` (N entries).
+      teacher_index: per run, the index of its teacher on the leading axis of
+        `teacher_vars` (the distinct teachers stacked); None: one teacher serves all.
+      run_keys: `[N, 2]` per-run base keys (`stacked_keys`) when seeds differ; None: every
+        run uses the stage's `key`.
+      orders_stacked: `perm` is `[N, n]`, each run's own epoch order (`stacked_epoch_order`);
+        else one order shared by all.
+      state_sharding: the layout of the stacked state (None: replicated).
+      mode: `unroll`, `vmap` or `auto` (see the module doc and `resolve_mode`).
+
+    The metrics are `loss` and `accuracy` (means over runs; `loss` NaN when any run's is not
+    finite) and every per-run metric as an `[N]` array named `RUN_METRIC + name`.
+    """
+    num_runs = len(objective_index)
+    mode = resolve_mode(mode)
+    step_of = [steps.train_step_fn(model_def, tx, fn, augment, batch_size=batch_size,
+                                   steps_per_epoch=steps_per_epoch, mesh=mesh, teacher=teacher,
+                                   placement=placement) for fn in objectives]
+    state_out = replicated(mesh) if state_sharding is None else state_sharding
+
+    def unrolled(state, inputs, labels, perm, key, teacher_vars, keys, width):
+        updated, metrics = [], []
+        for i in range(num_runs):
+            run_state = TrainState(step=state.step, params=unstack_tree(state.params, i),
+                                   model_state=unstack_tree(state.model_state, i),
+                                   opt_state=unstack_tree(state.opt_state, i))
+            run_teacher = (teacher_vars if teacher_index is None
+                           else unstack_tree(teacher_vars, teacher_index[i]))
+            new, m = step_of[objective_index[i]](
+                run_state, inputs, labels, perm[i] if orders_stacked else perm,
+                key if keys is None else keys[i], run_teacher, width)
+            updated.append((new.params, new.model_state, new.opt_state))
+            metrics.append(m)
+        stacked = stack_trees(updated)
+        return TrainState(state.step + 1, *stacked), _summary(_per_run_metrics(metrics))
+
+    index = np.asarray(objective_index, np.int32)
+
+    def vmapped(state, inputs, labels, perm, key, teacher_vars, keys, width):
+        mapped = {"params": state.params, "model_state": state.model_state,
+                  "opt_state": state.opt_state, "objective": jnp.asarray(index)}
+        if orders_stacked:
+            mapped["perm"] = perm
+        if keys is not None:
+            mapped["key"] = keys
+        if teacher_index is not None:
+            mapped["teacher"] = unstack_tree(teacher_vars, jnp.asarray(teacher_index))
+
+        def one_run(run):
+            run_state = TrainState(step=state.step, params=run["params"],
+                                   model_state=run["model_state"], opt_state=run["opt_state"])
+            step = steps.train_step_fn(
+                model_def, tx, select_objective(objectives, run["objective"]), augment,
+                batch_size=batch_size, steps_per_epoch=steps_per_epoch, mesh=mesh,
+                teacher=teacher, placement=placement)
+            new, m = step(run_state, inputs, labels, run.get("perm", perm),
+                          run.get("key", key), run.get("teacher", teacher_vars), width)
+            return (new.params, new.model_state, new.opt_state), m
+
+        updated, metrics = jax.vmap(one_run)(mapped)
+        runs = {RUN_METRIC + name: value.astype(jnp.float32) for name, value in metrics.items()}
+        return TrainState(state.step + 1, *updated), _summary(runs)
+
+    one_step = unrolled if mode == "unroll" else vmapped
+
+    def sweep_step(state, inputs, labels, perm, key, teacher_vars, keys, width=None,
+                   num_steps=None):
+        if num_steps is None:
+            return one_step(state, inputs, labels, perm, key, teacher_vars, keys, width)
+
+        def body(carry, _):
+            carry, metrics = one_step(carry, inputs, labels, perm, key, teacher_vars, keys,
+                                      width)
+            return jax.lax.with_sharding_constraint(carry, state_out), metrics
+
+        return jax.lax.scan(body, state, length=num_steps)
+
+    jitted = jax.jit(sweep_step, donate_argnums=(0,), static_argnames=("width", "num_steps"),
+                     out_shardings=(state_out, None))
+
+    def step(state, inputs, labels, perm, key, teacher_vars, width=None, num_steps=None):
+        return jitted(state, inputs, labels, perm, key, teacher_vars, run_keys, width=width,
+                      num_steps=num_steps)
+
+    step.mode = mode
+    return step
+
+
+def per_run_records(record: dict, num_runs: int) -> list[dict]:
+    """Splits a sweep step's host metrics (`make_sweep_step`) into one record per run; keys
+    the loop added (`lr`) go to every run."""
+    runs = {name[len(RUN_METRIC):]: np.asarray(v) for name, v in record.items()
+            if name.startswith(RUN_METRIC)}
+    extra = {k: v for k, v in record.items()
+             if not k.startswith(RUN_METRIC) and k not in ("loss", "accuracy")}
+    return [{**{name: values[i] for name, values in runs.items()}, **extra}
+            for i in range(num_runs)]
