@@ -326,7 +326,8 @@ class TestProjectSimplexBoxProperties:
             assert np.isfinite(q).all()
             np.testing.assert_allclose(q, ref, atol=1e-6, err_msg=method)
             assert (q >= lo).all() and (q <= hi).all()
-            np.testing.assert_allclose(q.sum(-1), 1.0, atol=2e-6)
+            # float32 rounding of a K-term sum, whose order depends on the compiled kernel
+            np.testing.assert_allclose(q.sum(-1), 1.0, atol=1e-5)
 
     @pytest.mark.parametrize("num_classes", [3, 5, 8])
     def test_optimal_against_slsqp(self, x64, num_classes):

@@ -188,10 +188,10 @@ def test_sweep_on_8_devices_equals_runs_alone(full_sweep, alone, task, one_devic
     assert "2 runs" in table and "| kd student (dus teacher) | 2 |" in table
 
 
-@pytest.mark.parametrize("mode", ["vmap"])
+@pytest.mark.parametrize("mode", ["vmap", "unroll"])
 def test_stage_sweeps_equal_runs_alone(mode, alone, task, one_device, tmp_path):
-    """A teacher sweep of seeds, then a student sweep of methods (one shared teacher), in
-    `vmap` mode (`unroll`: the whole sweep above, 18 s more for its methods here)."""
+    """A student sweep of methods (one shared teacher) in both modes, and in `vmap` mode a
+    teacher sweep of seeds too (`unroll`'s seed sweep is the whole sweep above)."""
     data = _data(_config(None), task, one_device)
     if mode == "vmap":
         config = _config("seed=0,1", **{"parallel.sweep_mode": mode})
