@@ -22,7 +22,8 @@ LAYERS = {
     "train": 6,
     "evaluate": 7,
     # The run itself and the entry points: may import anything below.
-    "pipeline": 8, "main": 8, "compare": 8, "configs": 8, "config_check": 8,
+    "pipeline": 8, "sweep_pipeline": 8, "main": 8, "compare": 8, "configs": 8,
+    "config_check": 8,
     # Tools beside the run: PyTorch checkpoints in, Hugging Face folders out.
     "interop": 8, "convert": 8,
 }

@@ -12,7 +12,10 @@ from cud_jax.train import checkpoints
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.data.train_subset=256", "--config.data.test_subset=96",
         "--config.data.val_size=64", "--config.teacher.epochs=1", "--config.student.epochs=1",
-        "--config.eval.batch_size=64", "--config.log_every=2"]
+        "--config.eval.batch_size=64", "--config.log_every=2",
+        # two of the quickstart's corruptions at one severity: every part of the shift report,
+        # a third of the programs to compile (the corruptions themselves: test_corruptions)
+        "--config.eval.corruptions=gaussian_noise,contrast", "--config.eval.severities=3"]
 
 
 def _load_quickstart():
