@@ -19,8 +19,10 @@ CORE = [
 EXTRAS = {
     # tokenizers/safetensors (small) let CI run the text tests; the PyTorch parity test
     # skips without torch + transformers.
-    "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11", "tokenizers>=0.15",
-             "safetensors>=0.4"],
+    # pytest-xdist: the README's test command spreads the suite over the cores (XLA compiles
+    # one program on one core; most of the suite's time is compiling).
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "scipy>=1.11",
+             "tokenizers>=0.15", "safetensors>=0.4"],
     # Preparing TFDS data sets needs TensorFlow itself; the CPU build is enough.
     "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.15"],
     "text": ["tokenizers>=0.15", "safetensors>=0.4", "huggingface_hub>=0.20"],
