@@ -51,7 +51,7 @@ def _worker(args) -> None:
     if args.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
         if args.devices > 1:  # before JAX initialises its backend
-            from cud_jax.host_devices import emulate_cpu_devices
+            from cud_jax.parallel.host_devices import emulate_cpu_devices
             emulate_cpu_devices(args.devices)
     import jax
     import jax.numpy as jnp
