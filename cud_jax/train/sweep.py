@@ -81,8 +81,11 @@ def resolve_layout(layout: str, mode: str, num_runs: int, num_devices: int, *,
     parameters are replicated; `batch` otherwise. Why: `runs` avoids the per-step gradient
     all-reduce (and the cross-device BatchNorm reductions) of every run, which on real
     accelerators costs interconnect time each step, and each device runs whole
-    `batch_size` problems instead of `batch_size / D` slivers that underfill it
-    (results/sweep_layout_cpu.md measures the layouts on emulated CPU devices).
+    `batch_size` problems instead of `batch_size / D` slivers that underfill it. On 8
+    emulated CPU devices (threads sharing 2 cores, where a collective is a memory copy) the
+    two layouts ran at the same speed (runs 0.97x of batch, within the rounds' spread:
+    results/sweep_layout_cpu.md): placing runs costs nothing there, and the saving it is
+    chosen for exists only between real chips.
 
     Raises:
       ValueError: one line, for an unknown layout, `runs` with `unroll`, or `runs` with
