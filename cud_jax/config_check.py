@@ -80,9 +80,18 @@ def _parallel_problems(parallel) -> Iterator[str]:
     yield from _enum("parallel.conv_weight_grad", parallel.conv_weight_grad, WEIGHT_GRAD_MODES)
     yield from _number("parallel.steps_per_call", parallel.steps_per_call, minimum=1,
                        strict=False, integer=True)
-    from cud_jax.train.sweep import SWEEP_MODES
+    from cud_jax.train.sweep import SWEEP_LAYOUTS, SWEEP_MODES
 
     yield from _enum("parallel.sweep_mode", parallel.sweep_mode, SWEEP_MODES)
+    yield from _enum("parallel.sweep_layout", parallel.sweep_layout, SWEEP_LAYOUTS)
+    if parallel.sweep_layout == "runs":  # the run count is checked with the sweep
+        if parallel.sweep_mode == "unroll":
+            yield ("parallel.sweep_layout='runs': places the run axis over the devices, which "
+                   "unroll mode does not have; set parallel.sweep_mode=vmap (or auto)")
+        if parallel.param_sharding != "replicated":
+            yield (f"parallel.sweep_layout='runs': places whole runs on devices, which "
+                   f"parallel.param_sharding={parallel.param_sharding!r} splits; set "
+                   "parallel.param_sharding=replicated or parallel.sweep_layout=batch")
 
 
 def config_problems(config, *, num_devices: int) -> list[str]:

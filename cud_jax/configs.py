@@ -262,6 +262,13 @@ def parallel_config() -> ml_collections.ConfigDict:
     # the fast choice on CPU); "vmap": jax.vmap over the run axis (wider matrix products,
     # for accelerators); "auto": unroll on the CPU backend, vmap elsewhere.
     p.sweep_mode = "auto"
+    # How a sweep's runs sit on the mesh's `data` axis (cud_jax.train.sweep.resolve_layout):
+    # "batch": every run's batch split over the devices, as a run alone (a gradient
+    # all-reduce per run per step); "runs": the run axis split over the devices, each run
+    # whole on one (vmap only, which auto sweep_mode then means; runs a multiple of the
+    # devices); "auto": runs when the mode is vmap and a stage's run count is a multiple of
+    # the device count (more than one), batch otherwise.
+    p.sweep_layout = "auto"
     return p
 
 

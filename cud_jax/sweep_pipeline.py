@@ -17,7 +17,8 @@ sweep with the rest of the config (`sweep_problems`), before anything runs.
 The teacher stage trains the distinct teachers (a seed or a teacher setting makes a teacher
 distinct; student settings share it) stacked on one run axis, the student stage all
 variants, each distilling from its own teacher (`cud_jax.train.sweep`; how one step runs
-them: `parallel.sweep_mode`). Outputs:
+them: `parallel.sweep_mode`; how they sit on the devices: `parallel.sweep_layout`, resolved
+per stage, since a stage of distinct teachers may hold fewer runs). Outputs:
 
     WORKDIR/config.json, versions.json       the sweep's config and environment
     WORKDIR/checkpoints/{teacher,student}/   the stacked states (resume like a single run)
@@ -41,7 +42,8 @@ import ml_collections
 from cud_jax import pipeline
 from cud_jax.evaluate import compare, report
 from cud_jax.parallel import preemption
-from cud_jax.parallel.sharding import check_batch_size, put_state, state_sharding
+from cud_jax.parallel.sharding import (RUN_SHARDING, check_batch_size, put_state,
+                                      state_sharding)
 from cud_jax.train import checkpoints, objectives, optim
 from cud_jax.train import sweep as sweep_lib
 from cud_jax.train.loop import train_stage
@@ -208,7 +210,25 @@ def sweep_problems(config, *, num_devices: int) -> list[str]:
         for problem in config_problems(variant.config, num_devices=num_devices):
             if problem not in problems:
                 problems.append(problem)
-    return problems
+    return problems + _layout_problems(config, variants, num_devices)
+
+
+def _layout_problems(config, variants: list[Variant], num_devices: int) -> list[str]:
+    """`parallel.sweep_layout=runs` needs every stacked stage's run count to be a multiple
+    of the device count: the students (one per variant) and the distinct teachers it
+    trains."""
+    if config.parallel.sweep_layout != "runs" or num_devices == 1:
+        return []
+    stages = {}
+    if config.stage in ("teacher", "all") and not config.teacher.checkpoint and any(
+            v.config.student.method != "ce" for v in variants):
+        stages["teacher"] = len(teachers_of(variants)[0])
+    if config.stage in ("student", "all"):
+        stages["student"] = len(variants)
+    return [f"parallel.sweep_layout='runs': the sweep's {count} {name}s do not divide over "
+            f"the {num_devices} devices; sweep a multiple of {num_devices} or set "
+            "parallel.sweep_layout=auto (batch for such a stage)"
+            for name, count in stages.items() if count % num_devices]
 
 
 class SweepWriter:
@@ -292,15 +312,22 @@ def train_stacked_stage(name: str, config, runs: list, workdir: str, data: Place
     seeds = [c.seed for c in runs]
     own_orders = len(set(seeds)) > 1
     rule, min_size = pipeline._param_layout(config)
+    mode, layout = sweep_lib.resolve_layout(
+        config.parallel.sweep_layout, config.parallel.sweep_mode, len(runs),
+        mesh.devices.size, param_sharding=rule)
+    if layout == "runs":  # the stacked state placed run by run (train_stage places it so)
+        rule = RUN_SHARDING
     step_fn = sweep_lib.make_sweep_step(
         model_def, tx, objective_fns, index, data.task.augment, batch_size=cfg.batch_size,
         steps_per_epoch=spe, mesh=mesh, teacher=teacher_fn, teacher_index=teacher_index,
         run_keys=sweep_lib.stacked_keys(seeds) if own_orders else None,
         orders_stacked=own_orders, state_sharding=state_sharding(state, mesh, rule, min_size),
-        placement=data.placement, mode=config.parallel.sweep_mode)
+        placement=data.placement, mode=mode, layout=layout)
     lr_fn = optim.learning_rate_schedule(cfg, spe, total)
     # Seeds not swept: every run has the same seed, the stage run's own order and key.
-    run = pipeline._stage_run(name, runs[0], workdir, data, step_fn, spe, total, lr_fn)
+    run = dataclasses.replace(
+        pipeline._stage_run(name, runs[0], workdir, data, step_fn, spe, total, lr_fn),
+        param_sharding=rule)
     if own_orders:
         run = dataclasses.replace(run, epoch_order=sweep_lib.stacked_epoch_order(
             seeds, data.num_train_examples, mesh))

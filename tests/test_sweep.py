@@ -7,8 +7,10 @@ compared with them loss by loss and parameter by parameter (rel. 1e-5): a whole 
 seeds through `pipeline.run` on 8 emulated devices (`unroll`: stacked teachers, students
 distilling from their own, reports, compare.md; then resumed after a simulated kill), and
 sweep stages (`sweep_pipeline.train_stacked_stage`) on one device in `vmap` and `unroll`
-mode. A persistent compilation cache for this module lets programs that differ only in
-their data (the same step for seed 0 and seed 1, the resumed sweep) compile once.
+mode; on a 4-device mesh, a vmapped sweep placed run by run (`parallel.sweep_layout=runs`)
+equals the same sweep with each run's batch split over the devices. A persistent
+compilation cache for this module lets programs that differ only in their data (the same
+step for seed 0 and seed 1, the resumed sweep) compile once.
 """
 
 import json
@@ -17,6 +19,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from cud_jax import pipeline, sweep_pipeline
 from cud_jax.config_check import ConfigError, check_config
@@ -215,6 +218,82 @@ def test_stage_sweeps_equal_runs_alone(mode, alone, task, one_device, tmp_path):
     for i, method in enumerate(("kd", "cud")):
         _same_run("student", alone[("student", 0, method)], students.run(i),
                   _records(dirs[i][0], "student"), f"{mode} student {method}")
+
+
+def test_runs_layout_equals_batch_layout(task, tmp_path):
+    """A vmapped teacher sweep of 4 seeds on 4 devices: placed run by run (`runs`: each
+    run's state and whole batch on one device) it trains what the `batch` layout (each run's
+    batch split over the 4 devices) trains, loss by loss and parameter by parameter, and its
+    stacked state really is split along the run axis."""
+    mesh = make_mesh(jax.devices()[:4])
+    trained = {}
+    for layout in ("batch", "runs"):
+        config = _config("seed=0,1,2,3", **{"parallel.sweep_mode": "vmap",
+                                            "parallel.sweep_layout": layout})
+        variants = sweep_pipeline.sweep_variants(config)
+        dirs = [[str(tmp_path / layout / v.name)] for v in variants]
+        stacked = sweep_pipeline.train_stacked_stage(
+            "teacher", config, [v.config for v in variants], str(tmp_path / layout),
+            _data(config, task, mesh), mesh, dirs)
+        trained[layout] = stacked, [_records(d[0], "teacher") for d in dirs]
+    (batch, batch_records), (runs, runs_records) = trained["batch"], trained["runs"]
+    kernel = jax.tree_util.tree_leaves(runs.params)[-1]
+    assert kernel.sharding.spec == P("data") and kernel.shape[0] == 4
+    assert {s.data.shape[0] for s in kernel.addressable_shards} == {1}  # one run per device
+    assert jax.tree_util.tree_leaves(batch.params)[-1].sharding.spec == P()
+    for i in range(4):
+        what = f"runs vs batch layout, seed={i}"
+        _same_records(runs_records[i], batch_records[i], what)
+        _close(runs.run(i).params, batch.run(i).params, what, VMAP_PARAM_ATOL)
+        _close(runs.run(i).model_state, batch.run(i).model_state, what, VMAP_PARAM_ATOL)
+
+
+def test_sweep_layout_resolution():
+    """`auto` places runs on devices only where `runs` can run and there is more than one
+    device; `runs` makes `auto` mode vmap."""
+    resolve = sweep_lib.resolve_layout
+    assert resolve("auto", "vmap", 8, 8) == ("vmap", "runs")
+    assert resolve("auto", "vmap", 16, 8) == ("vmap", "runs")
+    assert resolve("auto", "vmap", 4, 8) == ("vmap", "batch")
+    assert resolve("auto", "vmap", 12, 8) == ("vmap", "batch")
+    assert resolve("auto", "vmap", 8, 1) == ("vmap", "batch")
+    assert resolve("auto", "vmap", 8, 8, param_sharding="fsdp") == ("vmap", "batch")
+    assert resolve("auto", "auto", 8, 8, backend="cpu") == ("unroll", "batch")
+    assert resolve("auto", "auto", 8, 8, backend="gpu") == ("vmap", "runs")
+    assert resolve("runs", "auto", 8, 8, backend="cpu") == ("vmap", "runs")
+    assert resolve("batch", "vmap", 8, 8) == ("vmap", "batch")
+    with pytest.raises(ValueError, match="sweep_mode=vmap"):
+        resolve("runs", "unroll", 8, 8)
+    with pytest.raises(ValueError, match="6 runs do not divide over 4 devices"):
+        resolve("runs", "vmap", 6, 4)
+
+
+@pytest.mark.parametrize("sweep,fields,message", [
+    ("seed=0,1", {"sweep_layout": "rows"},
+     "parallel.sweep_layout='rows': not one of auto, batch, runs"),
+    ("seed=0,1", {"sweep_layout": "runs", "sweep_mode": "unroll"},
+     "sweep_layout='runs': places the run axis .* set parallel.sweep_mode=vmap"),
+    ("seed=0,1", {"sweep_layout": "runs", "param_sharding": "fsdp"},
+     "set parallel.param_sharding=replicated or parallel.sweep_layout=batch"),
+    ("seed=0,1", {"sweep_layout": "runs"},
+     "the sweep's 2 teachers do not divide over the 8 devices; sweep a multiple of 8"),
+    ("seed=0,1;student.eta=0.1,0.2,0.3,0.4", {"sweep_layout": "runs"},
+     "sweep's 2 teachers do not divide"),
+])
+def test_bad_sweep_layouts_fail_before_work_as_one_line(sweep, fields, message):
+    config = _config(sweep, **{f"parallel.{k}": v for k, v in fields.items()})
+    with pytest.raises(ConfigError, match=message) as err:
+        check_config(config, num_devices=8)
+    assert "\n" not in str(err.value)
+
+
+def test_runs_layout_of_a_multiple_of_the_devices_passes_the_check():
+    check_config(_config("seed=0,1,2,3,4,5,6,7", **{"parallel.sweep_layout": "runs"}),
+                 num_devices=8)
+    check_config(_config("seed=0,1", **{"parallel.sweep_layout": "runs"}), num_devices=1)
+    # Only the stages that train count: 4 teachers (and no students) on 4 devices.
+    check_config(_config("seed=0,1,2,3", stage="teacher", **{"parallel.sweep_layout": "runs"}),
+                 num_devices=4)
 
 
 def test_killed_sweep_resumes_to_the_same_reports(full_sweep, tmp_path):

@@ -109,12 +109,15 @@ class ReplicatedPlacement(Placement):
                           out_shardings=replicated(self.mesh))
         return lambda epoch: permute(seed, epoch)
 
-    def batch_rows(self, perm, step, *, batch_size: int, steps_per_epoch: int):
+    def batch_rows(self, perm, step, *, batch_size: int, steps_per_epoch: int,
+                   sharding=None):
         """`take(per_example)`: a step's batch rows of an array laid out like the inputs
-        (traced inside the jitted step)."""
+        (traced inside the jitted step). `sharding`: the rows' layout, by default split over
+        `data` (a sweep placing whole runs on devices keeps each run's rows whole)."""
         indices = jax.lax.dynamic_slice_in_dim(perm, (step % steps_per_epoch) * batch_size,
                                                batch_size)
-        indices = jax.lax.with_sharding_constraint(indices, batch_sharded(self.mesh))
+        sharding = batch_sharded(self.mesh) if sharding is None else sharding
+        indices = jax.lax.with_sharding_constraint(indices, sharding)
         return lambda x: x[indices]
 
     def predict_training(self, predict_fn, params, model_state, held, *, batch_size: int,
@@ -185,7 +188,9 @@ class ShardedPlacement(Placement):
                           out_shardings=batch_sharded(self.mesh))
         return lambda epoch: permute(seed, epoch)
 
-    def batch_rows(self, perm, step, *, batch_size: int, steps_per_epoch: int):
+    def batch_rows(self, perm, step, *, batch_size: int, steps_per_epoch: int,
+                   sharding=None):
+        del sharding  # the rows are read where their shards live (sweeps need replicated)
         per_shard = batch_size // self.mesh.devices.size
         indices = jax.lax.dynamic_slice_in_dim(perm, (step % steps_per_epoch) * per_shard,
                                                per_shard, axis=1)

@@ -17,6 +17,10 @@ on every device. `fsdp` splits each large array of the state (parameters, optimi
 large model state) along one axis over `data`, so a device holds 1/n of it; XLA inserts the
 all-gathers where the step uses the weights (docs/scaling.md). The computation is the same,
 so the results equal the replicated run up to the order of float reductions.
+
+A sweep's stacked state (`cud_jax.train.sweep`) may instead be laid out with the `runs` rule:
+its leading run axis split over `data`, so each device holds whole runs (its own state, its
+own batch: no cross-device reduction inside a run).
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> N
 
 #: `config.parallel.param_sharding` values (see `state_sharding`).
 PARAM_SHARDINGS = ("replicated", "fsdp")
+#: The layout of a sweep's stacked state placed run by run (`parallel.sweep_layout=runs`); not
+#: a `parallel.param_sharding` value (a single run has no run axis).
+RUN_SHARDING = "runs"
 #: Default `config.parallel.fsdp_min_size`: arrays smaller than this (in elements) replicate.
 FSDP_MIN_SIZE = 2**14
 
@@ -97,10 +104,15 @@ def state_sharding(tree, mesh: Mesh, rule: str = "replicated",
 
     `replicated`: every array whole on every device. `fsdp`: each array of at least
     `min_size` elements split over `data` along its largest evenly divisible axis (see
-    `fsdp_axis`); the rest, step counters included, replicated. The rule reads shapes only
-    (`tree` may hold host arrays, device arrays or shape structs), so the optimiser moments,
-    which mirror the parameters, are split the same way.
+    `fsdp_axis`); the rest, step counters included, replicated. `runs` (`RUN_SHARDING`, a
+    sweep's stacked state): every array's leading run axis split over `data`, the shared
+    scalar step replicated. The rule reads shapes only (`tree` may hold host arrays, device
+    arrays or shape structs), so the optimiser moments, which mirror the parameters, are
+    split the same way.
     """
+    if rule == RUN_SHARDING:
+        return jax.tree_util.tree_map(
+            lambda x: batch_sharded(mesh) if np.shape(x) else replicated(mesh), tree)
     check_param_sharding(rule, min_size)
     if rule == "replicated":
         return jax.tree_util.tree_map(lambda _: replicated(mesh), tree)

@@ -115,19 +115,24 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
 
 def train_step_fn(model_def: ModelDef, tx: optax.GradientTransformation, objective,
                   augment: AugmentFn, *, batch_size: int, steps_per_epoch: int, mesh: Mesh,
-                  teacher: Optional[TeacherFn] = None, placement: Optional[Placement] = None):
+                  teacher: Optional[TeacherFn] = None, placement: Optional[Placement] = None,
+                  batch_sharding=None):
     """One training step, not jitted: `one_step(state, inputs, labels, perm, key,
     teacher_vars, width) -> (state, metrics)`, with the arguments of `make_train_step`.
 
     `make_train_step` jits it (and scans it for `num_steps`); a sweep
     (`cud_jax.train.sweep`) calls it once per run, or vmaps it, inside its own jitted step.
+    `batch_sharding`: the layout of the step's batch, by default split over the mesh's
+    `data` axis. A sweep that places whole runs on devices passes `replicated(mesh)` (the
+    batch whole within its run) inside a vmap with `spmd_axis_name="data"`, which turns it
+    into "the run axis over `data`": one mesh axis cannot split both the runs and the batch.
     """
-    data_sharding = batch_sharded(mesh)
+    data_sharding = batch_sharded(mesh) if batch_sharding is None else batch_sharding
     placement = placement or ReplicatedPlacement(mesh)
 
     def one_step(state: TrainState, inputs, labels, perm, key, teacher_vars, width):
         take = placement.batch_rows(perm, state.step, batch_size=batch_size,
-                                    steps_per_epoch=steps_per_epoch)
+                                    steps_per_epoch=steps_per_epoch, sharding=data_sharding)
         step_key = jax.random.fold_in(key, state.step)
         stored = take(inputs)
         if width is not None:  # the rows' trailing padding columns are never read

@@ -17,8 +17,16 @@ stacked along a new leading axis with one shared `step`, and one jitted step
   runs enters as mapped arrays: every distinct objective of the sweep is evaluated and each
   run keeps its own (`select_objective`).
 
-The batch of every run is constrained to the mesh's `data` axis by the single-run step, so
-the run axis composes with data parallelism: each run's batch is split over the devices.
+How the runs sit on the mesh's `data` axis (`parallel.sweep_layout`, `resolve_layout`):
+
+* `batch`: every run's batch is split over the devices by the single-run step, as in a run
+  alone; the stacked state is replicated, and every step all-reduces each run's gradients
+  (and BatchNorm statistics) across devices.
+* `runs` (`vmap` only): the run axis is split over the devices, each run whole on its
+  device: its slice of the stacked state, its per-run inputs (epoch order, key, teacher,
+  objective index) and its whole batch. A step then needs no collective inside a run; only
+  the per-run metrics are gathered. Needs the number of runs to be a multiple of the
+  device count.
 
 What differs between variants:
 * the loss settings: each run's objective is the very function its run alone builds;
@@ -40,12 +48,14 @@ from jax.sharding import Mesh
 
 from cud_jax.data.batching import epoch_permutation
 from cud_jax.parallel.placement import Placement
-from cud_jax.parallel.sharding import replicated
+from cud_jax.parallel.sharding import DATA_AXIS, batch_sharded, replicated
 from cud_jax.train import steps
 from cud_jax.train.state import ModelDef, TrainState
 
 #: `parallel.sweep_mode` values.
 SWEEP_MODES = ("auto", "vmap", "unroll")
+#: `parallel.sweep_layout` values.
+SWEEP_LAYOUTS = ("auto", "batch", "runs")
 #: Prefix of the per-run metrics in a sweep step's metrics (`[N]` arrays).
 RUN_METRIC = "runs/"
 
@@ -58,6 +68,46 @@ def resolve_mode(mode: str, backend: Optional[str] = None) -> str:
     if mode == "auto":
         return "unroll" if (backend or jax.default_backend()) == "cpu" else "vmap"
     return mode
+
+
+def resolve_layout(layout: str, mode: str, num_runs: int, num_devices: int, *,
+                   param_sharding: str = "replicated",
+                   backend: Optional[str] = None) -> tuple[str, str]:
+    """`(mode, layout)` a stacked stage of `num_runs` runs uses on `num_devices` devices.
+
+    `runs` needs `vmap` (`auto` mode then resolves to it): unrolled runs are separate
+    computations, not an axis that can be split. `auto` picks `runs` when the mode is `vmap`,
+    the mesh has more than one device, `num_runs` is a multiple of the device count and the
+    parameters are replicated; `batch` otherwise. Why: `runs` avoids the per-step gradient
+    all-reduce (and the cross-device BatchNorm reductions) of every run, which on real
+    accelerators costs interconnect time each step, and each device runs whole
+    `batch_size` problems instead of `batch_size / D` slivers that underfill it. On 8
+    emulated CPU devices (threads sharing 2 cores, where a collective is a memory copy) the
+    two layouts ran at the same speed (runs 0.97x of batch, within the rounds' spread:
+    results/sweep_layout_cpu.md): placing runs costs nothing there, and the saving it is
+    chosen for exists only between real chips.
+
+    Raises:
+      ValueError: one line, for an unknown layout, `runs` with `unroll`, or `runs` with
+        `num_runs` not a multiple of `num_devices` (`check_config` reports these first).
+    """
+    if layout not in SWEEP_LAYOUTS:
+        raise ValueError(f"Unknown parallel.sweep_layout {layout!r}; valid values: "
+                         f"{', '.join(SWEEP_LAYOUTS)}.")
+    if layout == "runs" and mode == "auto":
+        mode = "vmap"
+    mode = resolve_mode(mode, backend)
+    if layout == "auto":
+        fits = num_devices > 1 and num_runs % num_devices == 0
+        layout = ("runs" if mode == "vmap" and fits and param_sharding == "replicated"
+                  else "batch")
+    if layout == "runs" and mode != "vmap":
+        raise ValueError("parallel.sweep_layout=runs needs parallel.sweep_mode=vmap (or auto)")
+    if layout == "runs" and num_runs % num_devices:
+        raise ValueError(f"parallel.sweep_layout=runs: {num_runs} runs do not divide over "
+                         f"{num_devices} devices; use a multiple of {num_devices} runs or "
+                         "parallel.sweep_layout=batch")
+    return mode, layout
 
 
 def stack_trees(trees: Sequence[Any]) -> Any:
@@ -160,7 +210,7 @@ def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
                     teacher_index: Optional[Sequence[int]] = None,
                     run_keys: Optional[jax.Array] = None, orders_stacked: bool = False,
                     state_sharding=None, placement: Optional[Placement] = None,
-                    mode: str = "auto") -> Callable:
+                    mode: str = "auto", layout: str = "batch") -> Callable:
     """The step of a sweep, with the single-run step's signature and a stacked state.
 
     Returns `step(state, inputs, labels, perm, key, teacher_vars, width=None,
@@ -178,14 +228,20 @@ def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
         run uses the stage's `key`.
       orders_stacked: `perm` is `[N, n]`, each run's own epoch order (`stacked_epoch_order`);
         else one order shared by all.
-      state_sharding: the layout of the stacked state (None: replicated).
+      state_sharding: the layout of the stacked state (None: replicated; with layout `runs`,
+        `state_sharding(state, mesh, RUN_SHARDING)`, which the caller must pass).
       mode: `unroll`, `vmap` or `auto` (see the module doc and `resolve_mode`).
+      layout: `batch`, `runs` or `auto` (see the module doc and `resolve_layout`).
 
     The metrics are `loss` and `accuracy` (means over runs; `loss` NaN when any run's is not
     finite) and every per-run metric as an `[N]` array named `RUN_METRIC + name`.
     """
     num_runs = len(objective_index)
-    mode = resolve_mode(mode)
+    mode, layout = resolve_layout(layout, mode, num_runs, mesh.devices.size)
+    if layout == "runs" and state_sharding is None:
+        raise ValueError("layout runs needs the stacked state's run sharding "
+                         "(state_sharding(state, mesh, RUN_SHARDING))")
+    on_runs = layout == "runs"
     step_of = [steps.train_step_fn(model_def, tx, fn, augment, batch_size=batch_size,
                                    steps_per_epoch=steps_per_epoch, mesh=mesh, teacher=teacher,
                                    placement=placement) for fn in objectives]
@@ -218,6 +274,8 @@ def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
             mapped["key"] = keys
         if teacher_index is not None:
             mapped["teacher"] = unstack_tree(teacher_vars, jnp.asarray(teacher_index))
+        if on_runs:  # each run's inputs on its run's device(s)
+            mapped = jax.lax.with_sharding_constraint(mapped, batch_sharded(mesh))
 
         def one_run(run):
             run_state = TrainState(step=state.step, params=run["params"],
@@ -225,12 +283,15 @@ def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
             step = steps.train_step_fn(
                 model_def, tx, select_objective(objectives, run["objective"]), augment,
                 batch_size=batch_size, steps_per_epoch=steps_per_epoch, mesh=mesh,
-                teacher=teacher, placement=placement)
+                teacher=teacher, placement=placement,
+                batch_sharding=replicated(mesh) if on_runs else None)
             new, m = step(run_state, inputs, labels, run.get("perm", perm),
                           run.get("key", key), run.get("teacher", teacher_vars), width)
             return (new.params, new.model_state, new.opt_state), m
 
-        updated, metrics = jax.vmap(one_run)(mapped)
+        # With `runs`, the step's "whole batch" constraints gain the run axis over `data`.
+        updated, metrics = jax.vmap(one_run, spmd_axis_name=DATA_AXIS if on_runs else None)(
+            mapped)
         runs = {RUN_METRIC + name: value.astype(jnp.float32) for name, value in metrics.items()}
         return TrainState(state.step + 1, *updated), _summary(runs)
 
@@ -255,7 +316,7 @@ def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
         return jitted(state, inputs, labels, perm, key, teacher_vars, run_keys, width=width,
                       num_steps=num_steps)
 
-    step.mode = mode
+    step.mode, step.layout = mode, layout
     return step
 
 
