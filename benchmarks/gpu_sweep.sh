@@ -13,15 +13,8 @@
 # shows where it saturates. Copy the results to results/ to commit them.
 set -euo pipefail
 
-DEVICE=cuda
-for arg in "$@"; do
-  case "$arg" in
-    --device=cpu) DEVICE=cpu ;;
-    --device=cuda) DEVICE=cuda ;;
-    *) echo "unknown argument $arg (valid: --device=cuda|cpu)" >&2; exit 2 ;;
-  esac
-done
-: "${OUT:?set OUT to the folder that receives the results}"
+# shellcheck source=benchmarks/_device_arg.sh
+source "$(dirname "$0")/_device_arg.sh"
 PYTHON="${PYTHON:-python}"
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"

@@ -20,15 +20,8 @@
 # --device=cpu runs every part with tiny settings on the CPU, to check the script itself.
 set -euo pipefail
 
-DEVICE=cuda
-for arg in "$@"; do
-  case "$arg" in
-    --device=cpu) DEVICE=cpu ;;
-    --device=cuda) DEVICE=cuda ;;
-    *) echo "unknown argument $arg (valid: --device=cuda|cpu)" >&2; exit 2 ;;
-  esac
-done
-: "${OUT:?set OUT to the folder that receives the results}"
+# shellcheck source=benchmarks/_device_arg.sh
+source "$(dirname "$0")/_device_arg.sh"
 : "${PEER:?set PEER to the path of peer_step.py}"
 CIFAR10_TAR="${CIFAR10_TAR:-}"
 PYTHON="${PYTHON:-python}"

@@ -221,14 +221,19 @@ def run_training_stage(name: str, config, workdir: str, data: PlacedData, mesh,
     model_def, state, step_fn, spe, total, lr_fn = build_stage(name, config, data, mesh,
                                                                teacher_fn)
     run = _stage_run(name, config, workdir, data, step_fn, spe, total, lr_fn)
-    writer = MetricWriter(workdir, name)
+    state = train_logged(run, state, data, mesh, MetricWriter(workdir, name), teacher_vars)
+    return Trained(model_def, state.params, state.model_state, int(state.step))
+
+
+def train_logged(run, state, data: PlacedData, mesh, writer, teacher_vars):
+    """`train_stage` over the placed training split, logging to `writer` (closed after,
+    also when training stops early); returns the final state."""
     try:
         inputs, labels = data.placement.held_arrays(data.train)
-        state = train_stage(run, state, inputs, labels, mesh=mesh, writer=writer,
-                            teacher_vars=teacher_vars)
+        return train_stage(run, state, inputs, labels, mesh=mesh, writer=writer,
+                           teacher_vars=teacher_vars)
     finally:
         writer.close()
-    return Trained(model_def, state.params, state.model_state, int(state.step))
 
 
 def load_trained(name: str, config, workdir: str, data: PlacedData, mesh) -> Trained:

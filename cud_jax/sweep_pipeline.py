@@ -46,7 +46,6 @@ from cud_jax.parallel.sharding import (RUN_SHARDING, check_batch_size, put_state
                                       state_sharding)
 from cud_jax.train import checkpoints, objectives, optim
 from cud_jax.train import sweep as sweep_lib
-from cud_jax.train.loop import train_stage
 from cud_jax.train.tasks import PlacedData, num_steps
 from cud_jax.train.writers import MetricWriter
 
@@ -331,13 +330,8 @@ def train_stacked_stage(name: str, config, runs: list, workdir: str, data: Place
     if own_orders:
         run = dataclasses.replace(run, epoch_order=sweep_lib.stacked_epoch_order(
             seeds, data.num_train_examples, mesh))
-    writer = SweepWriter(name, run_dirs, names)
-    try:
-        inputs, labels = data.placement.held_arrays(data.train)
-        state = train_stage(run, state, inputs, labels, mesh=mesh, writer=writer,
-                            teacher_vars=teacher_vars)
-    finally:
-        writer.close()
+    state = pipeline.train_logged(run, state, data, mesh, SweepWriter(name, run_dirs, names),
+                                  teacher_vars)
     return Stacked(model_def, state.params, state.model_state, int(state.step))
 
 
