@@ -97,13 +97,21 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, objec
                              steps_per_epoch=steps_per_epoch, mesh=mesh, teacher=teacher,
                              placement=placement)
 
-    def step(state: TrainState, inputs, labels, perm, key, teacher_vars, width=None,
-             num_steps=None):
+    return jit_steps(one_step, state_out)
+
+
+def jit_steps(one_step, state_out):
+    """`one_step(state, *args, width) -> (state, metrics)` jitted as `step(state, *args,
+    width=None, num_steps=None)`, the state donated and laid out as `state_out`;
+    `num_steps=k` runs k steps in one `lax.scan` (metrics stacked). Used by the single-run
+    step and the sweep's stacked step alike."""
+
+    def step(state, *args, width=None, num_steps=None):
         if num_steps is None:
-            return one_step(state, inputs, labels, perm, key, teacher_vars, width)
+            return one_step(state, *args, width)
 
         def body(carry, _):
-            carry, metrics = one_step(carry, inputs, labels, perm, key, teacher_vars, width)
+            carry, metrics = one_step(carry, *args, width)
             # Pins the carry to the state's layout (FSDP shards stay sharded across steps).
             return jax.lax.with_sharding_constraint(carry, state_out), metrics
 

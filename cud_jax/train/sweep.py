@@ -297,20 +297,7 @@ def make_sweep_step(model_def: ModelDef, tx: optax.GradientTransformation,
 
     one_step = unrolled if mode == "unroll" else vmapped
 
-    def sweep_step(state, inputs, labels, perm, key, teacher_vars, keys, width=None,
-                   num_steps=None):
-        if num_steps is None:
-            return one_step(state, inputs, labels, perm, key, teacher_vars, keys, width)
-
-        def body(carry, _):
-            carry, metrics = one_step(carry, inputs, labels, perm, key, teacher_vars, keys,
-                                      width)
-            return jax.lax.with_sharding_constraint(carry, state_out), metrics
-
-        return jax.lax.scan(body, state, length=num_steps)
-
-    jitted = jax.jit(sweep_step, donate_argnums=(0,), static_argnames=("width", "num_steps"),
-                     out_shardings=(state_out, None))
+    jitted = steps.jit_steps(one_step, state_out)
 
     def step(state, inputs, labels, perm, key, teacher_vars, width=None, num_steps=None):
         return jitted(state, inputs, labels, perm, key, teacher_vars, run_keys, width=width,
