@@ -42,12 +42,16 @@ def recipe(arg, *, online_data: str, offline_data: str):
     c.data.name = offline_data if offline else online_data
     c.data.tokenizer = MINILM if offline else "bert-base-uncased"
     # AdamW, weight decay 0.01, gradient clipping 1.0, 10% warm-up then cosine, batch 32.
-    # Learning rates and epochs are ours (the paper gives none).
-    adamw = dict(optimizer="adamw", weight_decay=0.01, grad_clip=1.0, warmup_fraction=0.1)
-    c.teacher.update(optimizer_config(**adamw, lr=1e-4 if offline else 3e-5),
+    # Learning rates and epochs are ours (the paper gives none). The offline schedule is
+    # short, so its new classification heads learn 10x faster than the encoder: with one
+    # shared rate (1e-4) the 2-epoch DUS teacher ended far under-confident (ECE 0.67), with
+    # 3e-4 and the head at 10x it ends at ECE 0.01 (results/calibration_curve_clinc150_*.md).
+    adamw = dict(optimizer="adamw", weight_decay=0.01, grad_clip=1.0, warmup_fraction=0.1,
+                 head_lr_scale=10.0 if offline else 1.0)
+    c.teacher.update(optimizer_config(**adamw, lr=3e-4 if offline else 3e-5),
                      model=f"bert:{MINILM}" if offline else "bert:bert-base-uncased",
                      loss=args["teacher_loss"], batch_size=32, epochs=2.0 if offline else 5.0)
-    c.student.update(optimizer_config(**adamw, lr=2e-4 if offline else 1e-4),
+    c.student.update(optimizer_config(**adamw, lr=3e-4 if offline else 1e-4),
                      model=TEXT_STUDENTS.get(student, student), method=args["method"],
                      batch_size=32, epochs=2.0 if offline else 10.0)
     # KD temperature 2, 0.8 KD + 0.2 CE; DKD warms up over the first 20% of the student's run

@@ -54,6 +54,7 @@ def _stage_problems(name: str, cfg, num_devices: int) -> Iterator[str]:
         yield (f"{name}.batch_size={cfg.batch_size}: not divisible by the {num_devices} "
                f"devices; use a multiple of {num_devices}")
     yield from _number(f"{name}.lr", cfg.lr, minimum=0)
+    yield from _number(f"{name}.head_lr_scale", cfg.head_lr_scale, minimum=0)
     yield from _number(f"{name}.weight_decay", cfg.weight_decay, minimum=0, strict=False)
     yield from _enum(f"{name}.optimizer", cfg.optimizer, OPTIMIZERS)
     yield from _enum(f"{name}.dtype", cfg.dtype, tuple(DTYPES))

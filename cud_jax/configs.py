@@ -30,11 +30,12 @@ DUS_DEFAULTS = dict(lam_ce=1.0, lam_focal=1.0, gamma=10.0, alpha=1.0, lam_h=0.1,
 
 def optimizer_config(*, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
                      lr_milestones=(150, 180, 210), lr_decay=0.1, warmup_fraction=0.1,
-                     grad_clip=0.0) -> dict:
+                     grad_clip=0.0, head_lr_scale=1.0) -> dict:
     """Optimiser fields shared by both stages (see `cud_jax.train.optim`)."""
     return dict(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                 lr_milestones=tuple(lr_milestones), lr_decay=lr_decay,
-                warmup_fraction=warmup_fraction, grad_clip=grad_clip)
+                warmup_fraction=warmup_fraction, grad_clip=grad_clip,
+                head_lr_scale=head_lr_scale)
 
 
 def base_config() -> ml_collections.ConfigDict:

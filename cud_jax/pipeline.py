@@ -81,8 +81,9 @@ def _init_state(task: Task, cfg, seed: int, total_steps: int, steps_per_epoch: i
     return model_def, tx, create_train_state(params, model_state, tx)
 
 
-def _stage_run(name: str, config, workdir, data: PlacedData, step_fn, spe: int, total: int,
+def stage_run(name: str, config, workdir, data: PlacedData, step_fn, spe: int, total: int,
                lr_fn) -> StageRun:
+    """The `StageRun` (loop settings: checkpoints, logging, layout) of stage `name`."""
     every = config.checkpoint.every_steps or total
     rule, min_size = _param_layout(config)
     return StageRun(name=name, step_fn=step_fn, num_examples=data.num_train_examples,
@@ -133,7 +134,8 @@ def _restore_or_fail(directory: str, template: dict, what: str, fix: str) -> dic
 TEACHER_CALIBRATIONS = ("none", "temperature")
 
 
-def _predict_logits(trained: Trained, data: PlacedData, inputs, config, mesh):
+def predict_split_logits(trained: Trained, data: PlacedData, inputs, config, mesh):
+    """`trained`'s logits on the held evaluation inputs `inputs` (e.g. `data.val.inputs`)."""
     predict_fn = predict.make_predict_fn(trained.model_def, data.task.preprocess, mesh=mesh)
     return predict.predict_logits(predict_fn, trained.params, trained.model_state, inputs,
                                   batch_size=config.eval.batch_size, mesh=mesh,
@@ -154,7 +156,7 @@ def teacher_temperature(config, data: PlacedData, mesh, teacher: Trained, workdi
                          f"{', '.join(TEACHER_CALIBRATIONS)}.")
     if calibration == "none":
         return None
-    val_logits = _predict_logits(teacher, data, data.val.inputs, config, mesh)
+    val_logits = predict_split_logits(teacher, data, data.val.inputs, config, mesh)
     temperature = float(losses.fit_temperature(val_logits, data.val.labels))
     print(f"[student] teacher calibrated by temperature scaling: T = {temperature:.4f}")
     if workdir is not None and jax.process_index() == 0:
@@ -220,7 +222,7 @@ def run_training_stage(name: str, config, workdir: str, data: PlacedData, mesh,
     teacher_fn, teacher_vars = teacher_for_student(config, data, mesh, teacher, workdir)
     model_def, state, step_fn, spe, total, lr_fn = build_stage(name, config, data, mesh,
                                                                teacher_fn)
-    run = _stage_run(name, config, workdir, data, step_fn, spe, total, lr_fn)
+    run = stage_run(name, config, workdir, data, step_fn, spe, total, lr_fn)
     state = train_logged(run, state, data, mesh, MetricWriter(workdir, name), teacher_vars)
     return Trained(model_def, state.params, state.model_state, int(state.step))
 

@@ -325,7 +325,7 @@ def train_stacked_stage(name: str, config, runs: list, workdir: str, data: Place
     lr_fn = optim.learning_rate_schedule(cfg, spe, total)
     # Seeds not swept: every run has the same seed, the stage run's own order and key.
     run = dataclasses.replace(
-        pipeline._stage_run(name, runs[0], workdir, data, step_fn, spe, total, lr_fn),
+        pipeline.stage_run(name, runs[0], workdir, data, step_fn, spe, total, lr_fn),
         param_sharding=rule)
     if own_orders:
         run = dataclasses.replace(run, epoch_order=sweep_lib.stacked_epoch_order(
