@@ -87,7 +87,7 @@ def verdicts(row: dict) -> dict:
             "ece": all(row[m]["ece"] <= ECE_TARGET for m in ("teacher", "student"))}
 
 
-def to_markdown(meta: dict, rows: list) -> str:
+def to_markdown(meta: dict, rows: list, note: str = "") -> str:
     mark = {True: "yes", False: "**no**", None: "n/a"}
     lines = ["# The offline text command on 2 CPU cores: time, accuracy and calibration", "",
              f"Command: `{meta['command']}`  ",
@@ -95,8 +95,8 @@ def to_markdown(meta: dict, rows: list) -> str:
              f"{meta['wall_seconds']:.0f} s. Each row is one `python -m cud_jax.main "
              "--config=configs/<data set>.py:offline=1` run (MiniLM-L6 DUS teacher, CUD "
              "student of its layers 0, 2, 4, 2 + 2 epochs); test split; ECE 15 bins; TS = "
-             "temperature scaling fitted on the validation split.", "",
-             "| data set | wall (min) | teacher / student training (min) | teacher acc | "
+             "temperature scaling fitted on the validation split." + (f" {note}" if note else ""),
+             "", "| data set | wall (min) | teacher / student training (min) | teacher acc | "
              "teacher ECE | teacher ECE after TS (T) | student acc | student ECE | "
              "student ECE after TS (T) | OOD AUROC t / s |", "|" + "---|" * 10]
     for r in rows:
@@ -128,6 +128,7 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", default="clinc150,banking77,massive,trec")
     parser.add_argument("--workroot", default=os.path.join(REPO, "runs", "offline_text"))
     parser.add_argument("--name", default="offline_text_cpu")
+    parser.add_argument("--note", default="", help="a sentence added under the header")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     rows = []
@@ -136,7 +137,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"--datasets: unknown {dataset!r}; valid: {', '.join(FOLDERS)}")
         rows.append(run_one(dataset, args.workroot))
         meta = provenance(time.perf_counter() - start)
-        write_results(args.name, to_markdown(meta, rows),
+        write_results(args.name, to_markdown(meta, rows, args.note),
                       dict(meta, rows=rows, verdicts={r["dataset"]: verdicts(r)
                                                       for r in rows}))
 
