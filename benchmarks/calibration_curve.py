@@ -44,19 +44,15 @@ from cud_jax.train.writers import MetricWriter  # noqa: E402
 
 def apply_overrides(config, assignments):
     """`a.b=value` strings onto `config` (values parsed as Python literals, else strings)."""
+    values = {}
     for assignment in assignments:
         path, _, text = assignment.partition("=")
         try:
-            value = ast.literal_eval(text)
+            values[path] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            value = text
-        *parents, leaf = path.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise SystemExit(f"--set {assignment}: the config has no field {path!r}.")
-        node[leaf] = value
+            values[path] = text
+    # A field the config lacks is added here and named by `configs.validate` in `main`.
+    config.update_from_flattened_dict(values)
     return config
 
 
@@ -145,7 +141,10 @@ def main(argv=None) -> None:
     if args.data_dir:
         config.data.data_dir = args.data_dir
     apply_overrides(config, args.set)
-    configs.validate(config)
+    try:
+        configs.validate(config)
+    except configs.ConfigError as err:  # one line naming the field, before any work
+        raise SystemExit(str(err)) from None
     out = args.out or f"calibration_curve_{config.data.name}_{args.stage}"
     workdir = args.workdir or os.path.join(REPO, "runs", out)
     os.makedirs(workdir, exist_ok=True)
@@ -164,12 +163,9 @@ def main(argv=None) -> None:
         write_results(out, to_markdown(title, meta, rows),
                       dict(meta, config=config.to_dict(), overrides=args.set, rows=rows))
 
-    teacher = None
-    if args.stage == "student":
-        ckpt = os.path.join(workdir, "checkpoints", "teacher")
-        if not os.path.isdir(ckpt):
-            staged_stage("teacher", config, workdir, data, mesh, 1, None, lambda r: None)
-        teacher = pipeline.load_trained("teacher", config, workdir, data, mesh)
+    # The student's teacher: trained here, or resumed (and returned at once) when finished.
+    teacher = (pipeline.run_training_stage("teacher", config, workdir, data, mesh)
+               if args.stage == "student" else None)
     staged_stage(args.stage, config, workdir, data, mesh, args.points, teacher, on_point)
 
 
