@@ -32,9 +32,11 @@ from _common import provenance, results_header, write_results  # noqa: E402
 FLAG_SETS = {
     "default": "",
     "oneDNN": "--xla_cpu_use_onednn=true",
-    "oneDNN custom calls": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
+    "oneDNN custom calls": ("--xla_cpu_use_onednn=true "
+                            "--xla_cpu_experimental_onednn_custom_call=true"),
     "XNNPACK convolution": "--xla_cpu_experimental_xnn_fusion_type=+individual_convolution",
-    "XNNPACK greedy graphs": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "XNNPACK greedy graphs": ("--xla_cpu_experimental_xnn_graph_fusion_mode="
+                              "XNN_GRAPH_FUSION_MODE_GREEDY"),
     "YNNPACK convolution": "--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
 }
 #: (channels, map size): resnet20/56's three stages, then resnet8x4/32x4's.

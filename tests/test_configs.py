@@ -74,6 +74,21 @@ def test_dkd_beta_is_dkds_own_per_pair_value(pair, beta):
         assert student.dkd_warmup_epochs == 20.0
 
 
+@pytest.mark.parametrize("name", ["cifar100", "cifar10"])
+def test_a_shorter_cifar_recipe_keeps_the_schedules_shape(name):
+    """epochs=E: the lr drops at 150/180/210 of 240 and DKD warms up over 20 of 240, scaled."""
+    full, short = load(name, "method=dkd"), load(name, "method=dkd,epochs=24")
+    assert full.teacher.lr_milestones == (150, 180, 210) and full.student.epochs == 240.0
+    for stage in (short.teacher, short.student):
+        assert stage.epochs == 24.0 and stage.lr_milestones == (15, 18, 21)
+    assert short.student.dkd_warmup_epochs == pytest.approx(2.0)
+    assert load(name, "epochs=10").student.lr_milestones == (6.25, 7.5, 8.75)
+    configs.validate(short)
+    for bad in ("epochs=0", "epochs=-5", "epochs=many"):
+        with pytest.raises(ValueError, match="`epochs` must be a positive number"):
+            load(name, bad)
+
+
 @pytest.mark.parametrize("name, arg", [("quickstart", None), ("clinc150", None),
                                        ("clinc150", "offline=1"), ("banking77", None),
                                        ("trec", None), ("agnews", None), ("massive", None)])

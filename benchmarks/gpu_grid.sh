@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Issue 13's CIFAR-10 evidence grid on one GPU, in one resumable call (benchmarks/cifar10_grid.py).
+#
+#   OUT=DIR CIFAR10_TAR=PATH/cifar10-jpeg.tar.gz [EPOCHS=30] [BUDGET_MIN=10] \
+#       bash benchmarks/gpu_grid.sh                   # a GPU
+#   OUT=DIR CIFAR10_TAR=... bash benchmarks/gpu_grid.sh --device=cpu   # smoke, minutes
+#
+# Order: resnet56 -> resnet20 first (the cheaper pair), seeds 0, 1, 2, each seed's CE and DUS
+# teachers before their students; then resnet32x4 -> resnet8x4. BUDGET_MIN stops launching
+# cells once spent (a running cell finishes). $OUT/cifar10_grid.md / .json are rewritten after
+# every finished cell, so a call cut short still leaves the tables of everything it finished;
+# the runs themselves stay in runs/cifar10_grid_gpu (rerun the same command to continue).
+# OMNIGLOT (optional) points at images_background_small1.zip for the second OOD set. Where
+# ml_collections is not installed, its wheel in .whl/ is installed offline.
+set -euo pipefail
+
+# shellcheck source=benchmarks/_device_arg.sh
+source "$(dirname "$0")/_device_arg.sh"
+: "${CIFAR10_TAR:?set CIFAR10_TAR to the CIFAR-10 JPEG tarball (or image folder)}"
+EPOCHS=${EPOCHS:-30}
+BUDGET_MIN=${BUDGET_MIN:-10}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export CUD_JAX_COMMIT="${CUD_JAX_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+# The cells are separate processes: let them share compiled programs.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/cud_jax_jit_cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1
+if ! python3 -c "import ml_collections" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+
+OOD=(--ood_sets="noise:uniform${OMNIGLOT:+,images:$OMNIGLOT}")
+if [[ $DEVICE == cuda ]]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  SIZE=(--pairs=resnet56-resnet20,resnet32x4-resnet8x4 --epochs="$EPOCHS")
+  NAME=cifar10_grid_gpu
+else  # tiny: checks the script end to end on a CPU
+  SIZE=(--pairs=resnet20-resnet8 --methods=ce,kd_dus,cud --seeds=0 --epochs=1
+        --train_subset=1000 --val_size=500 --severities=3 --shift_subset=100 --ood_subset=100)
+  NAME=cifar10_grid_smoke_cpu
+  BUDGET_MIN=0
+fi
+python3 benchmarks/cifar10_grid.py "${SIZE[@]}" "${OOD[@]}" --data="$CIFAR10_TAR" \
+  --time_budget_min="$BUDGET_MIN" --workroot="runs/$NAME" --results_dir="$OUT" --name="$NAME" \
+  --note="One GPU; time budget $BUDGET_MIN min (cells not launched are listed as missing)."
