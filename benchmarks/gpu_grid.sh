@@ -19,6 +19,10 @@ source "$(dirname "$0")/_device_arg.sh"
 : "${CIFAR10_TAR:?set CIFAR10_TAR to the CIFAR-10 JPEG tarball (or image folder)}"
 EPOCHS=${EPOCHS:-30}
 BUDGET_MIN=${BUDGET_MIN:-10}
+# Paths as the caller gave them, before moving to the repository root.
+CIFAR10_TAR=$(realpath -m "$CIFAR10_TAR")
+OMNIGLOT=${OMNIGLOT:+$(realpath -m "$OMNIGLOT")}
+OUT=$(realpath -m "$OUT")
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
