@@ -4,7 +4,7 @@
     python benchmarks/cifar10_grid.py --epochs=240 --time_budget_min=600
     # a reduced CPU grid (say so wherever it is quoted)
     python benchmarks/cifar10_grid.py --pairs=resnet20-resnet8 --epochs=6 --train_subset=10000
-    python benchmarks/cifar10_grid.py --smoke                 # 1 teacher + 2 students, minutes
+    python benchmarks/cifar10_grid.py --smoke                 # 1 teacher + 3 students, minutes
     python benchmarks/cifar10_grid.py --report_only ...       # tables from finished runs
 
 Every cell is one `python -m cud_jax.main --config=configs/cifar10.py:pair=...,epochs=N` run
@@ -150,14 +150,14 @@ def main():
     parser.add_argument("--name", default=None, help="results/NAME.md (default cifar10_grid)")
     parser.add_argument("--note", default="", help="a sentence for the results file")
     parser.add_argument("--smoke", action="store_true",
-                        help="a plumbing check: resnet20 -> resnet8 on 2,000 images, 1 epoch, "
-                             "KD (DUS teacher) and CUD, seed 0")
+                        help="a plumbing check: resnet20 -> resnet8 on 1,000 images, 1 epoch, "
+                             "CE student, KD (DUS teacher) and CUD, seed 0")
     args = parser.parse_args()
     if args.smoke:
-        args.pairs, args.methods, args.teacher_seeds = "resnet20-resnet8", "kd_dus,cud", "one"
-        args.seeds = "0" if args.seeds == "0,1,2" else args.seeds
-        args.epochs, args.train_subset, args.val_size = 1.0, args.train_subset or 2000, 500
-        args.severities, args.shift_subset, args.ood_subset = "3", 200, 200
+        args.pairs, args.methods = "resnet20-resnet8", "ce,kd_dus,cud"
+        args.seeds, args.teacher_seeds = "0", "one"
+        args.epochs, args.train_subset, args.val_size = 1.0, 1000, 500
+        args.severities, args.shift_subset, args.ood_subset = "3", 100, 100
         args.name = args.name or "cifar10_grid_smoke_cpu"
     args.name = args.name or "cifar10_grid"
     args.workroot = os.path.abspath(args.workroot or os.path.join(REPO, "runs", args.name))
