@@ -41,11 +41,19 @@ def _number(field: str, value: Any, *, minimum: float, strict: bool = True,
         yield f"{field}={value!r}: must be {'>' if strict else '>='} {minimum:g}"
 
 
-def _stage_problems(name: str, cfg, num_devices: int) -> Iterator[str]:
-    # The method / loss / dtype tables live where they are used.
+def _stage_problems(name: str, cfg, num_devices: int, kind: str) -> Iterator[str]:
+    # The method / loss / dtype / model tables live where they are used.
+    from cud_jax.models import check_model_name
     from cud_jax.train import objectives
     from cud_jax.train.optim import OPTIMIZERS
     from cud_jax.pipeline import DTYPES, TEACHER_CALIBRATIONS
+
+    # Both stages' models, whatever the stage: a typo in the student's must not surface only
+    # after the teacher has trained.
+    try:
+        check_model_name(cfg.model, kind)
+    except ValueError as e:
+        yield f"{name}.model={cfg.model!r}: {str(e).rstrip('.')}"
 
     yield from _number(f"{name}.epochs", cfg.epochs, minimum=0)
     yield from _number(f"{name}.batch_size", cfg.batch_size, minimum=1, strict=False,
@@ -101,7 +109,7 @@ def config_problems(config, *, num_devices: int) -> list[str]:
 
     problems = list(_enum("stage", config.stage, STAGES))
     for name in ("teacher", "student"):
-        problems += _stage_problems(name, config[name], num_devices)
+        problems += _stage_problems(name, config[name], num_devices, config.data.kind)
     problems += _enum("data.placement", config.data.placement, PLACEMENTS)
     problems += _number("log_every", config.log_every, minimum=1, strict=False, integer=True)
     # 0 saves only at the end of a stage (the pipeline's `every_steps or total`).

@@ -128,6 +128,10 @@ def _quickstart():
     ("teacher.batch_size", 0, "teacher.batch_size=0: must be >= 1"),
     ("data.data_dir", "/no/such/folder", "data.data_dir='/no/such/folder'"),
     ("teacher.dtype", "float64", "teacher.dtype='float64'"),
+    # The student's model is checked before the teacher trains, not when the student starts.
+    ("student.model", "resnet9", "student.model='resnet9': Unknown model 'resnet9'. Valid "
+                                 "names: resnet8, resnet14"),
+    ("teacher.model", "bert:x", "teacher.model='bert:x': Unknown model 'bert:x'"),
 ])
 def test_bad_values_fail_before_the_workdir_is_written(tmp_path, field, value, named):
     from cud_jax.config_check import ConfigError
@@ -151,6 +155,21 @@ def test_every_problem_is_listed_at_once():
     problems = config_problems(config, num_devices=1)
     assert len(problems) == 2 and any("student.method" in p for p in problems)
     assert config_problems(_quickstart(), num_devices=8) == []
+
+
+def test_text_model_specs_are_checked_without_loading_anything():
+    from cud_jax.config_check import config_problems
+    from configs import clinc150
+
+    config = clinc150.get_config()
+    config.data.data_dir = None
+    assert config_problems(config, num_devices=1) == []  # a hub id: looked up when built
+    config.student.model = "bert_small:L=4,W=256"
+    config.teacher.model = "resnet32x4"
+    problems = config_problems(config, num_devices=1)
+    assert len(problems) == 2
+    assert problems[0].startswith("teacher.model='resnet32x4': unknown text model spec")
+    assert "bad item 'W=256'" in problems[1] and "keys L, H, A" in problems[1]
 
 
 def test_the_workdir_guard_lets_paths_change_but_not_the_recipe(tmp_path):

@@ -13,7 +13,8 @@ Parameter counts equal the PyTorch definitions (pinned in tests/test_models.py).
 from cud_jax.models.conv import (WEIGHT_GRAD_MODES, check_conv_weight_grad,
                                  conv_im2col_weight_grad, set_conv_weight_grad)
 from cud_jax.models.mobilenetv2 import MobileNetV2
-from cud_jax.models.registry import count_params, create_model, create_text_model, list_models
+from cud_jax.models.registry import (check_model_name, count_params, create_model,
+                                     create_text_model, list_models)
 from cud_jax.models.resnet import CifarResNet
 from cud_jax.models.shufflenet import ShuffleNetV1, ShuffleNetV2
 from cud_jax.models.vgg import VGG

@@ -56,6 +56,16 @@ def list_models() -> list[str]:
     return list(_MODELS)
 
 
+def _zoo_key(name: str) -> str:
+    """The registry key of a zoo model name or alias; ValueError naming the valid ones."""
+    key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else None
+    if key not in _MODELS:
+        raise ValueError(
+            f"Unknown model {name!r}. Valid names: {', '.join(list_models())} "
+            f"(aliases: {', '.join(sorted(_ALIASES))}).")
+    return key
+
+
 def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs,
                  dtype=jnp.float32) -> nnx.Module:
     """Builds a registered CIFAR model.
@@ -72,11 +82,7 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs,
       logits. It starts in training mode (BatchNorm uses batch statistics); call
       `model.eval()` for inference.
     """
-    key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else None
-    if key not in _MODELS:
-        raise ValueError(
-            f"Unknown model {name!r}. Valid names: {', '.join(list_models())} "
-            f"(aliases: {', '.join(sorted(_ALIASES))}).")
+    key = _zoo_key(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
@@ -139,16 +145,43 @@ def create_text_model(spec: str, *, num_classes: int, rngs: nnx.Rngs,
     The model maps int32 token ids `[B, L]` (0 = [PAD]) to float32 logits and starts in
     training mode.
     """
+    kind, args = _parse_text_spec(spec)
+    if kind == "small":
+        return bert_student(num_classes=num_classes, rngs=rngs, dtype=dtype, **args)
+    checkpoint, layers = args
+    return load_bert_classifier(checkpoint, num_classes=num_classes, rngs=rngs, dtype=dtype,
+                                layers=layers)
+
+
+def _parse_text_spec(spec: str) -> tuple[str, Any]:
+    """("small", bert_student kwargs) or ("checkpoint", (folder or hub id, layers or None));
+    ValueError naming the valid specs."""
     if not isinstance(spec, str):
         raise ValueError(f"text model spec must be a string; {_SPEC_HELP}.")
-    match = re.fullmatch(r"bert(?:\[([\d,\s]+)\])?:(.+)", spec.strip(), flags=re.S)
     if spec.lower().startswith("bert_small:"):
-        kwargs = _parse_small(spec, spec.split(":", 1)[1])
-        return bert_student(num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
-    if match:
-        layers = None
-        if match.group(1):
-            layers = tuple(int(i) for i in match.group(1).split(",") if i.strip())
-        return load_bert_classifier(match.group(2).strip(), num_classes=num_classes,
-                                    rngs=rngs, dtype=dtype, layers=layers)
-    raise ValueError(f"unknown text model spec {spec!r}; {_SPEC_HELP}.")
+        return "small", _parse_small(spec, spec.split(":", 1)[1])
+    match = re.fullmatch(r"bert(?:\[([\d,\s]+)\])?:(.+)", spec.strip(), flags=re.S)
+    if not match:
+        raise ValueError(f"unknown text model spec {spec!r}; {_SPEC_HELP}.")
+    layers = None
+    if match.group(1):
+        layers = tuple(int(i) for i in match.group(1).split(",") if i.strip())
+    return "checkpoint", (match.group(2).strip(), layers)
+
+
+def check_model_name(name: str, kind: str) -> None:
+    """Checks a config's model name without building or loading anything.
+
+    Args:
+      name: a zoo name (`kind="vision"`, see `list_models`) or a text spec string
+        (`kind="text"`, see `create_text_model`; a checkpoint's folder is looked at only
+        when the model is built).
+      kind: the data kind, "vision" or "text".
+
+    Raises:
+      ValueError: naming the valid names or specs.
+    """
+    if kind == "text":
+        _parse_text_spec(name)
+    else:
+        _zoo_key(name)
