@@ -6,6 +6,8 @@ the teacher through `--config.teacher.checkpoint`. What a front end decides: whi
 exist (its `build_grid`), which columns its tables show and how its blocks are titled.
 What lives here, shared by both:
 
+- checking: every cell's config is checked (`cud_jax.config_check`) before any cell runs, so
+  a bad pair or model name is one line, not a failure hours into the grid;
 - running: finished cells (a student's report.json plus its test predictions; a teacher's
   grid_done.json) are skipped, unfinished ones resume from their checkpoints, a failed cell
   is logged (<workdir>/run.log) and the grid goes on, and a time budget stops launching
@@ -415,10 +417,45 @@ def summarise(args, spec: GridSpec, teachers: list[Cell], students: list[Cell], 
     write_results(args.name, markdown, payload, args.results_dir or RESULTS)
 
 
+def config_problems(cells: list[Cell]) -> list[str]:
+    """Every problem of the cells' configs (`cud_jax.config_check`), before anything runs.
+
+    A student's teacher checkpoint is not required to exist yet when its teacher is a cell of
+    the grid (it is made first).
+    """
+    import jax
+
+    from cud_jax import config_check, configs
+
+    problems = []
+    for cell in cells:
+        try:
+            config = cell_config(cell)
+            configs.validate(config)
+        except ValueError as e:
+            problems.append(f"{cell.workdir}: {e}")
+            continue
+        if cell.teacher_dir:
+            config.teacher.checkpoint = None
+        problems += [f"{cell.workdir}: {p}" for p in config_check.config_problems(
+            config, num_devices=jax.device_count())]
+    return problems
+
+
 def run_and_summarise(args, spec: GridSpec, teachers: list[Cell], students: list[Cell],
                       unavailable: dict | None = None) -> None:
-    """Runs the grid (see run_grid), rewriting the results after every cell it ran, then
-    writes and prints the final tables."""
+    """Checks every cell's config, runs the grid (see run_grid), rewriting the results after
+    every cell it ran, then writes and prints the final tables.
+
+    Raises:
+      SystemExit: one line naming the first bad config (and how many there are), before any
+        cell runs.
+    """
+    if not args.report_only:
+        problems = config_problems(teachers + students)
+        if problems:
+            raise SystemExit(f"error: {len(problems)} problem(s) in the grid's configs; the "
+                             f"first: {problems[0]}")
     start = time.perf_counter()
     status = run_grid(args, teachers, students, unavailable, after_each=lambda partial: (
         summarise(args, spec, teachers, students, partial, time.perf_counter() - start,

@@ -267,3 +267,20 @@ def test_run_grid_resumes_reports_each_cell_and_keeps_to_its_budget(grid, tmp_pa
     args.time_budget_min = 1e-9  # spent before the first launch
     spent = _lib().run_grid(args, teachers, students)
     assert ran == [] and spent[teachers[1].workdir] == "missing: time budget spent"
+
+
+def test_a_bad_grid_fails_in_one_line_before_any_cell_runs(vision, tmp_path, monkeypatch):
+    lib = _lib()
+    ran = []
+    monkeypatch.setattr(lib, "run_cell", lambda cell: ran.append(cell) or (True, 0.0))
+    (tmp_path / "c10.tgz").write_bytes(b"")  # the data path exists; the pair is wrong
+    args = _vision_args(vision, tmp_path, pairs="resnet56-resnet9", methods="ce,cud",
+                        seeds="0", report_only=False)
+    teachers, students = vision.build_grid(args)
+    with pytest.raises(SystemExit, match=r"error: 3 problem\(s\).*student.model='resnet9': "
+                                         r"Unknown model 'resnet9'"):
+        lib.run_and_summarise(args, vision.grid_spec(), teachers, students)
+    assert ran == []
+    good = _vision_args(vision, tmp_path, pairs="resnet56-resnet20", methods="ce,cud",
+                        seeds="0")
+    assert lib.config_problems(sum(vision.build_grid(good), [])) == []
