@@ -25,16 +25,10 @@ OMNIGLOT=${OMNIGLOT:+$(realpath -m "$OMNIGLOT")}
 OUT=$(realpath -m "$OUT")
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export CUD_JAX_COMMIT="${CUD_JAX_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 # The cells are separate processes: let them share compiled programs.
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/cud_jax_jit_cache}
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
-export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1
-if ! python3 -c "import ml_collections" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
+# shellcheck source=benchmarks/_device_env.sh
+source benchmarks/_device_env.sh
 
 OOD=(--ood_sets="noise:uniform${OMNIGLOT:+,images:$OMNIGLOT}")
 if [[ $DEVICE == cuda ]]; then

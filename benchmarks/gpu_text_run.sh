@@ -19,16 +19,9 @@ OUT=${OUT:-results}
 BUDGET=${BUDGET:-0}      # seconds; 0: no limit. A next seed starts only with time to finish
 EPOCHS=${EPOCHS:-5}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 # Seeds and runs share compiled programs through the persistent cache.
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/cud_jax_jit_cache}
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
-export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1
-
-if ! python3 -c "import ml_collections" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
+# shellcheck source=benchmarks/_device_env.sh
+source "$(dirname "$0")/_device_env.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import jax, flax, optax, orbax.checkpoint as o, chex, ml_collections
 print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__,
