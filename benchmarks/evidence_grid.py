@@ -227,13 +227,13 @@ def main():
         + ". Teachers: " + ("one per loss and seed" if args.teacher_seeds == "per_seed"
                             else "one per loss (seed 0), shared by all student seeds") + ".")
     teachers, students = build_grid(args)
-    unavailable = {}
-    if not args.report_only and any(c.student == "l3" for c in students):
-        reason = _ensure_l3(args)
-        if reason:
-            unavailable = {c.workdir: f"missing: {reason}" for c in students
-                           if c.student == "l3"}
-    run_and_summarise(args, grid_spec(args.smoke), teachers, students, unavailable)
+
+    def convert_l3() -> dict:  # the pretrained L3 student, converted once, after the check
+        l3 = [c.workdir for c in students if c.student == "l3"]
+        reason = _ensure_l3(args) if l3 else None
+        return {w: f"missing: {reason}" for w in l3} if reason else {}
+
+    run_and_summarise(args, grid_spec(args.smoke), teachers, students, convert_l3)
 
 if __name__ == "__main__":
     main()

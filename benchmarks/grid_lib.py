@@ -443,19 +443,24 @@ def config_problems(cells: list[Cell]) -> list[str]:
 
 
 def run_and_summarise(args, spec: GridSpec, teachers: list[Cell], students: list[Cell],
-                      unavailable: dict | None = None) -> None:
+                      prepare: Callable[[], dict] | None = None) -> None:
     """Checks every cell's config, runs the grid (see run_grid), rewriting the results after
     every cell it ran, then writes and prints the final tables.
+
+    `prepare()`: work the cells need done first (e.g. converting a checkpoint), run after the
+    check and only when cells will run; it returns run_grid's `unavailable`.
 
     Raises:
       SystemExit: one line naming the first bad config (and how many there are), before any
         cell runs.
     """
+    unavailable = {}
     if not args.report_only:
         problems = config_problems(teachers + students)
         if problems:
             raise SystemExit(f"error: {len(problems)} problem(s) in the grid's configs; the "
                              f"first: {problems[0]}")
+        unavailable = prepare() if prepare else {}
     start = time.perf_counter()
     status = run_grid(args, teachers, students, unavailable, after_each=lambda partial: (
         summarise(args, spec, teachers, students, partial, time.perf_counter() - start,

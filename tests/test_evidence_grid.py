@@ -277,10 +277,12 @@ def test_a_bad_grid_fails_in_one_line_before_any_cell_runs(vision, tmp_path, mon
     args = _vision_args(vision, tmp_path, pairs="resnet56-resnet9", methods="ce,cud",
                         seeds="0", report_only=False)
     teachers, students = vision.build_grid(args)
+    prepared = []
     with pytest.raises(SystemExit, match=r"error: 3 problem\(s\).*student.model='resnet9': "
                                          r"Unknown model 'resnet9'"):
-        lib.run_and_summarise(args, vision.grid_spec(), teachers, students)
-    assert ran == []
+        lib.run_and_summarise(args, vision.grid_spec(), teachers, students,
+                              prepare=lambda: prepared.append(1) or {})
+    assert ran == [] and prepared == []  # neither the cells nor their preparation ran
     good = _vision_args(vision, tmp_path, pairs="resnet56-resnet20", methods="ce,cud",
                         seeds="0")
     assert lib.config_problems(sum(vision.build_grid(good), [])) == []
