@@ -269,6 +269,27 @@ def test_run_grid_resumes_reports_each_cell_and_keeps_to_its_budget(grid, tmp_pa
     assert ran == [] and spent[teachers[1].workdir] == "missing: time budget spent"
 
 
+def test_a_trained_student_without_predictions_is_not_retrained(grid, tmp_path, monkeypatch):
+    """A grid killed between a cell's report and its saved predictions only saves them."""
+    lib = _lib()
+    args = _args(grid, tmp_path, datasets="trec", students="minilm3", methods="ce",
+                 seeds="0", report_only=False)
+    teachers, students = grid.build_grid(args)
+    os.makedirs(students[0].workdir)
+    pathlib.Path(students[0].workdir, "report.json").write_text("{}")
+    ran, saved = [], []
+    monkeypatch.setattr(lib, "run_cell", lambda cell: ran.append(cell) or (True, 0.0))
+
+    class FakePredictor:
+        def save(self, cell):
+            saved.append(cell.workdir)
+
+    monkeypatch.setattr(lib, "Predictor", FakePredictor)
+    status = lib.run_grid(args, teachers, students)
+    assert ran == [] and saved == [students[0].workdir]
+    assert status[students[0].workdir] == "done"
+
+
 def test_a_bad_grid_fails_in_one_line_before_any_cell_runs(vision, tmp_path, monkeypatch):
     lib = _lib()
     ran = []
